@@ -1,0 +1,1 @@
+"""augment (see README 'Layout')."""

@@ -1,0 +1,1 @@
+"""Raw data: conversion, validation, CT phantoms, preprocessed-dataset access."""

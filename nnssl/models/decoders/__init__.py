@@ -1,0 +1,1 @@
+"""decoders (see README 'Layout')."""

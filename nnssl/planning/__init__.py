@@ -1,0 +1,1 @@
+"""Pure planning: fingerprint statistics -> :class:`~nnssl.config.plans.Plans`."""
