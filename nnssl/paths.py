@@ -71,4 +71,6 @@ def find_dataset(root: Path, dataset: str | int) -> Path:
         names = ", ".join(p.name for p in matches)
         raise NnsslError(f"dataset id {key} is ambiguous in {root}: {names}; pass the full DatasetXXX_Name")
     known = ", ".join(p.name for p in candidates if parse_dataset_name(p.name)) or "none"
-    raise NnsslError(f"no dataset {key!r} in {root} (found: {known}); create it with nnssl_convert or nnssl_make_phantoms")
+    raise NnsslError(
+        f"no dataset {key!r} in {root} (found: {known}); create it with nnssl_convert or nnssl_make_phantoms"
+    )
