@@ -13,6 +13,7 @@ CLI = {
     "nnssl_plan_experiment": "nnssl.cli.plan_and_preprocess:plan_experiment_main",
     "nnssl_preprocess": "nnssl.cli.plan_and_preprocess:preprocess_main",
     "nnssl_plan_and_preprocess": "nnssl.cli.plan_and_preprocess:main",
+    "nnssl_pretrain": "nnssl.cli.pretrain:main",
     "nnssl_demo": "nnssl.cli.demo:main",
 }
 
