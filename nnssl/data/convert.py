@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from nnssl import __version__
 from nnssl.config.enums import StrEnum
-from nnssl.data.image_checks import check_file_complete, check_image_array
+from nnssl.data.image_checks import check_image_array, check_image_file
 from nnssl.data.raw_dataset import describe_read_error
 from nnssl.data.raw_writer import ConversionReport, RawDatasetWriter, attribution_files, map_with_progress
 from nnssl.errors import NnsslError
@@ -130,7 +130,7 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
 
 
 def _read_file(source: SourceImage) -> sitk.Image:
-    check_file_complete(source.files[0])
+    check_image_file(source.files[0])
     return sitk.ReadImage(str(source.files[0]))
 
 

@@ -1,7 +1,8 @@
 """Checks that one raw CT image (array or file) is usable before nnunetv2 sees it.
 
-nnunetv2 2.8.1 (and SimpleITK beneath it) silently accepts NaN/inf voxels, constant images and truncated NIfTI files
-(missing voxels read as zeros), so every image is checked here first.
+nnunetv2 2.8.1 silently accepts NaN/inf voxels, constant images and truncated files. Worse, SimpleITK's NIfTI reader
+hides two of these problems from any array check: it reads missing (truncated) voxels as zeros, and niftilib
+replaces NaN/inf voxels with 0 while loading. So NIfTI files are also checked at the file level, with nibabel.
 """
 from __future__ import annotations
 
@@ -50,25 +51,30 @@ def check_image_array(
     if spacing_arr.shape != (SPATIAL_DIMS,) or not np.all(np.isfinite(spacing_arr)) or np.any(spacing_arr <= 0):
         raise NnsslError(f"{source}: invalid voxel spacing {tuple(spacing_arr.tolist())} (need 3 positive values "
                          f"in mm); fix the spacing in the file header")
-    if np.issubdtype(data.dtype, np.floating):
-        finite = np.isfinite(data)
-        if not finite.all():
-            n_bad = int(finite.size - np.count_nonzero(finite))
-            raise NnsslError(f"{source}: contains {n_bad} NaN/inf voxel(s); replace them (e.g. with the air value "
-                             f"-1024 HU) or remove this file")
+    _check_finite(data, source)
     low, high = data.min(), data.max()
     if low == high:
         raise NnsslError(f"{source}: is a constant image (every voxel = {low}); it holds no anatomy, remove it")
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """NIfTI: the (decompressed) file must hold header + every voxel the header promises."""
+def _check_finite(data: np.ndarray, source: str) -> None:
+    if not np.issubdtype(data.dtype, np.floating):
+        return  # integer voxels cannot be NaN/inf
+    finite = np.isfinite(data)
+    if not finite.all():
+        n_bad = int(finite.size - np.count_nonzero(finite))
+        raise NnsslError(f"{source}: contains {n_bad} NaN/inf voxel(s); replace them (e.g. with the air value "
+                         f"-1024 HU) or remove this file")
+
+
+def _check_nifti_file(path: Path) -> None:
+    """NIfTI: the (decompressed) file holds every voxel the header promises, and float voxels are finite."""
     try:
-        header = nibabel.load(path).header
+        proxy = nibabel.load(path).dataobj
     except Exception as err:  # nibabel raises many types for a broken header
         raise NnsslError(f"{path}: cannot read the NIfTI header, the file is cut off or not NIfTI ({err}); "
                          f"copy or export it again, or remove it") from None
-    expected = int(header.get_data_offset()) + int(np.prod(header.get_data_shape())) * header.get_data_dtype().itemsize
+    expected = int(proxy.offset) + int(np.prod(proxy.shape)) * proxy.dtype.itemsize
     with open(path, "rb") as f:
         compressed = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
     if compressed:
@@ -85,24 +91,27 @@ def _check_nifti_complete(path: Path) -> None:
     if actual < expected:
         raise NnsslError(f"{path}: is truncated ({actual} of {expected} bytes); the file was probably cut off "
                          f"while copying, copy or export it again")
+    if np.issubdtype(proxy.dtype, np.floating):
+        _check_finite(np.asanyarray(proxy.get_unscaled()), str(path))
 
 
-# file ending -> completeness check; readers of other formats already fail on truncated data
-_COMPLETENESS_CHECKS: dict[str, Callable[[Path], None]] = {
-    ".nii.gz": _check_nifti_complete,
-    ".nii": _check_nifti_complete,
+# file ending -> file-level check; other formats' readers fail on truncated data and keep NaN voxels
+_FILE_CHECKS: dict[str, Callable[[Path], None]] = {
+    ".nii.gz": _check_nifti_file,
+    ".nii": _check_nifti_file,
 }
 
 
-def check_file_complete(path: Path) -> None:
-    """Raise if ``path`` is shorter than its header says (SimpleITK would fill the gap with zeros).
+def check_image_file(path: Path) -> None:
+    """Raise for file problems an array check cannot see after SimpleITK has read the file.
 
     Raises:
-        NnsslError: the file is truncated or its compression stream is corrupt.
+        NnsslError: the file is truncated, its compression stream is corrupt, or (NIfTI) it holds NaN/inf voxels
+            that the reader would turn into zeros.
     """
     path = Path(path)
     name = path.name.lower()
-    for ending, check in _COMPLETENESS_CHECKS.items():
+    for ending, check in _FILE_CHECKS.items():
         if name.endswith(ending):
             check(path)
             return

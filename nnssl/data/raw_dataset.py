@@ -22,7 +22,7 @@ import numpy as np
 from nnunetv2.imageio.base_reader_writer import BaseReaderWriter
 from nnunetv2.imageio.reader_writer_registry import LIST_OF_IO_CLASSES, determine_reader_writer_from_file_ending
 
-from nnssl.data.image_checks import check_file_complete, check_image_array
+from nnssl.data.image_checks import check_image_array, check_image_file
 from nnssl.errors import NnsslError
 
 DATASET_JSON = "dataset.json"
@@ -187,7 +187,7 @@ def read_case(case: RawCase) -> tuple[np.ndarray, dict]:
     for path in case.files:
         if not path.is_file():
             raise NnsslError(f"{path} does not exist (a broken link?); restore it or rerun nnssl_convert")
-        check_file_complete(path)
+        check_image_file(path)
     source = str(case.files[0]) if len(case.files) == 1 else f"case {case.identifier} ({case.files[0].parent})"
     reader = reader_for(file_ending_of(case.files[0]))()
     printed = io.StringIO()

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from nnssl.data.image_checks import check_file_complete, check_image_array
+from nnssl.data.image_checks import check_image_array, check_image_file
 from nnssl.data.raw_dataset import RawCase, list_raw_cases, read_case
 from nnssl.errors import NnsslError
 
-__all__ = ["check_file_complete", "check_image_array", "verify_dataset"]
+__all__ = ["check_image_array", "check_image_file", "verify_dataset"]
 
 
 def _problem_of(case: RawCase) -> str | None:
