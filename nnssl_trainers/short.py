@@ -1,0 +1,87 @@
+"""Short-schedule variants: the same trainers on a small, fixed budget, for CPU studies, demos and tests.
+
+nnU-Net's ``nnUNetTrainer_Xepochs`` keep 250 iterations per epoch; a budget here fixes epochs *and* iterations. The
+``nnsslUNetTrainer_*`` classes put nnU-Net's default CNN on the same budget, for equal-budget comparisons.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
+from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Epochs, iterations per epoch (train / validation) and checkpoint interval of a short schedule."""
+
+    epochs: int
+    iterations_per_epoch: int
+    val_iterations_per_epoch: int
+    save_every: int
+
+
+SHORT = Budget(epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=5, save_every=5)  # ~500 steps
+TINY = Budget(epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)  # tests, smoke runs
+
+
+class _Budgeted:
+    """Mixin placed before a trainer class: applies ``budget`` after the trainer's own ``__init__``."""
+
+    budget: ClassVar[Budget]
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")) -> None:
+        super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
+        self.num_epochs = self.budget.epochs
+        self.num_iterations_per_epoch = self.budget.iterations_per_epoch
+        self.num_val_iterations_per_epoch = self.budget.val_iterations_per_epoch
+        self.save_every = self.budget.save_every
+
+
+class SSLViTTrainer_short(_Budgeted, SSLViTTrainer):
+    budget = SHORT
+
+
+class SSLViTTrainer_scratch_short(_Budgeted, SSLViTTrainer_scratch):
+    budget = SHORT
+
+
+class SSLViTTrainer_tiny(_Budgeted, SSLViTTrainer):
+    budget = TINY
+
+
+class SSLViTTrainer_scratch_tiny(_Budgeted, SSLViTTrainer_scratch):
+    budget = TINY
+
+
+class SSLSwinTrainer_short(_Budgeted, SSLSwinTrainer):
+    budget = SHORT
+
+
+class SSLSwinTrainer_scratch_short(_Budgeted, SSLSwinTrainer_scratch):
+    budget = SHORT
+
+
+class SSLSwinTrainer_tiny(_Budgeted, SSLSwinTrainer):
+    budget = TINY
+
+
+class SSLSwinTrainer_scratch_tiny(_Budgeted, SSLSwinTrainer_scratch):
+    budget = TINY
+
+
+class nnsslUNetTrainer_short(_Budgeted, nnUNetTrainer):
+    """nnU-Net's default CNN on the :data:`SHORT` budget (equal-budget baseline)."""
+
+    budget = SHORT
+
+
+class nnsslUNetTrainer_tiny(_Budgeted, nnUNetTrainer):
+    """nnU-Net's default CNN on the :data:`TINY` budget."""
+
+    budget = TINY
