@@ -14,6 +14,7 @@ CLI = {
     "nnssl_preprocess": "nnssl.cli.plan_and_preprocess:preprocess_main",
     "nnssl_plan_and_preprocess": "nnssl.cli.plan_and_preprocess:main",
     "nnssl_pretrain": "nnssl.cli.pretrain:main",
+    "nnssl_transfer_plans": "nnssl.cli.transfer_plans:main",
     "nnssl_demo": "nnssl.cli.demo:main",
 }
 
