@@ -25,6 +25,8 @@ from nnssl.errors import NnsslError
 from nnssl.paths import nnssl_raw
 
 IMAGE_FILE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+DETACHED_HEADER_ENDINGS = (".mhd", ".nhdr")  # their voxels live in a companion file of the same stem
+COMPANION_ENDINGS = (".raw", ".zraw", ".raw.gz")
 OUTPUT_FILE_ENDING = ".nii.gz"
 CT_CHANNEL_NAMES = {"0": "CT"}
 CHANNEL0_SUFFIX = "_0000"  # inputs already named like nnU-Net images lose it: lung_0000.nii.gz -> case "lung"
@@ -98,11 +100,14 @@ def discover_sources(input_folder: Path) -> tuple[list[SourceImage], list[Path]]
     ignored: list[Path] = []
     for folder, names in sorted((Path(d), sorted(ns)) for d, _, ns in _walk(root)):
         others = []
+        header_stems = {n[: -len(e)] for n in names for e in DETACHED_HEADER_ENDINGS if n.lower().endswith(e)}
         for name in names:
             path = folder / name
             ending = _image_ending(path)
             if ending is None:
-                others.append(path)
+                companion = any(name.lower().endswith(e) and name[: -len(e)] in header_stems for e in COMPANION_ENDINGS)
+                if not companion:
+                    others.append(path)
                 continue
             ident = _relative_id(path.relative_to(root).with_name(path.name[: -len(ending)]), root.name)
             found.append((ident, str(path), (path,), SourceKind.FILE))

@@ -84,13 +84,16 @@ def test_discover_sources_ids_are_readable_and_unique(tmp_path):
     _write(root / "lung.nrrd", _ct())  # same id after dropping _0000 -> made unique
     _write(root / "p 1" / "ct.mha", _ct())
     _write(root / "p2" / "ct.nii", _ct())
+    _write(root / "p3" / "ct.mhd", _ct())  # + ct.zraw, its voxels
     _write(root / ".hidden" / "x.nii.gz", _ct())
     (root / "README.md").write_text("notes")
     _write_dicom_series(root / "dicom" / "study", _ct(), "1.2.3.100")
     _write_dicom_series(root / "dicom" / "study", _ct(seed=1), "1.2.3.200")
     sources, ignored = discover_sources(root)
     by_id = {s.identifier: s for s in sources}
-    assert sorted(by_id) == ["dicom_study_series1", "dicom_study_series2", "lung", "lung_2", "p2_ct", "p_1_ct"]
+    assert sorted(by_id) == ["dicom_study_series1", "dicom_study_series2", "lung", "lung_2", "p2_ct", "p3_ct",
+                             "p_1_ct"]
+    assert [p.name for p in (root / "p3").glob("ct.*raw")] == ["ct.zraw"]  # not listed as ignored
     assert by_id["dicom_study_series1"].kind == SourceKind.DICOM_SERIES
     assert len(by_id["dicom_study_series2"].files) == 6
     assert by_id["p2_ct"].files == (root / "p2" / "ct.nii",)
