@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from nnssl.cli.entry import cli_entry
-from nnssl.config.plans import Plans
 from nnssl.config.pretrain import (
     PRETRAIN_CONFIG_FILE,
     RESUMABLE_OVERRIDES,
@@ -20,38 +19,19 @@ from nnssl.config.pretrain import (
     PretrainConfig,
     Schedule,
     parse_key_values,
+    run_folder_name,
 )
+from nnssl.data.dataset import open_preprocessed
 from nnssl.errors import NnsslError
 from nnssl.methods.registry import check_compatible, list_methods
 from nnssl.models.registry import list_encoders
-from nnssl.paths import find_dataset, nnssl_preprocessed, nnssl_results
+from nnssl.paths import nnssl_results
 from nnssl.training.distributed import init_distributed, shutdown
 from nnssl.training.pretrainer import run_pretraining
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(PretrainConfig) if f.default is not dataclasses.MISSING}
 # CLI flag -> PretrainConfig field, for the options whose names differ.
 _RENAMES = {"num_processes": "num_workers", "plans": "plans_name"}
-
-
-def locate_preprocessed(dataset: str, plans_name: str) -> tuple[Path, Plans, Path]:
-    """``(dataset folder, plans, data folder)`` in ``$nnssl_preprocessed``.
-
-    Raises:
-        NnsslError: naming the command that creates what is missing.
-    """
-    root = nnssl_preprocessed()
-    fix = f"run `nnssl_plan_and_preprocess -d {dataset}` first"
-    try:
-        dataset_folder = find_dataset(root, dataset)
-    except NnsslError as err:
-        raise NnsslError(f"no preprocessed data for dataset {dataset!r} ({err}); {fix}") from None
-    plans_path = dataset_folder / f"{plans_name}.json"
-    if not plans_path.is_file():
-        raise NnsslError(f"no plans {plans_path}; {fix} (or pass the plans name with -p)")
-    data_folder = dataset_folder / f"{plans_name}_3d"
-    if not data_folder.is_dir() or not any(data_folder.glob("*.b2nd")):
-        raise NnsslError(f"no preprocessed cases in {data_folder}; {fix}")
-    return dataset_folder, Plans.load(plans_path), data_folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,15 +101,16 @@ def pretrain_from_args(args: dict[str, Any]) -> Path:
     encoder = overrides.get("encoder", _DEFAULTS["encoder"])
     check_compatible(method, encoder)  # unknown names get a did-you-mean; refused pairs say why
     plans_name = overrides.get("plans_name", _DEFAULTS["plans_name"])
-    dataset_folder, plans, data_folder = locate_preprocessed(dataset, plans_name)
-    config = PretrainConfig(dataset_name=dataset_folder.name, **overrides)
-    output_folder = nnssl_results() / dataset_folder.name / config.run_name
+    preprocessed = open_preprocessed(dataset, plans_name)  # names the command to run when data is missing
+    output_folder = nnssl_results() / preprocessed.root.name / run_folder_name(method, encoder, plans_name)
     saved_path = output_folder / PRETRAIN_CONFIG_FILE
     if continue_training and saved_path.is_file():
         config = merge_for_continue(PretrainConfig.load(saved_path), overrides, saved_path)
+    else:
+        config = PretrainConfig(dataset_name=preprocessed.root.name, **overrides)
     ctx = init_distributed(config.device)
     try:
-        return run_pretraining(config, plans, data_folder, output_folder, ctx, continue_training)
+        return run_pretraining(config, preprocessed.plans, preprocessed.folder, output_folder, ctx, continue_training)
     finally:
         shutdown(ctx)
 

@@ -134,7 +134,7 @@ class PretrainConfig:
     @property
     def run_name(self) -> str:
         """Results sub-folder: ``<method>__<encoder>__<plans_name>``."""
-        return f"{self.method}__{self.encoder}__{self.plans_name}"
+        return run_folder_name(self.method, self.encoder, self.plans_name)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -183,6 +183,11 @@ class PretrainConfig:
         except json.JSONDecodeError as err:
             raise NnsslError(f"{path} is not valid JSON ({err}); fix or delete it") from None
         return cls.from_dict(data, source=str(path))
+
+
+def run_folder_name(method: str, encoder: str, plans_name: str) -> str:
+    """``<method>__<encoder>__<plans_name>``: a run's folder inside ``nnssl_results/DatasetXXX_Name``."""
+    return f"{method}__{encoder}__{plans_name}"
 
 
 def parse_key_values(items: list[str], source: str = "--method-kwargs") -> dict[str, Any]:

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
+from nnssl.data.dataset import BODY_LOCATIONS_KEY, complete_identifiers
 from nnssl.errors import NnsslError
 
-BODY_LOCATIONS_KEY = "body_locations"
 Transform = Callable[..., dict]
 
 
@@ -91,11 +91,12 @@ class BodyCropDataset(torch.utils.data.Dataset):
     def __init__(self, folder: Path, patch_size: tuple[int, int, int], seed: int, p_body_crop: float,
                  transform: Transform | None = None) -> None:
         self.folder = Path(folder)
-        if not self.folder.is_dir() or not list(self.folder.glob("*.b2nd")):
+        # Only complete cases (the .pkl is written last): a killed preprocessing run leaves no half case in use.
+        self.identifiers: list[str] = complete_identifiers(self.folder)
+        if not self.identifiers:
             raise NnsslError(f"no preprocessed cases in {self.folder}; run `nnssl_plan_and_preprocess -d <id>` "
                              "(or nnssl_preprocess) first")
-        self.dataset = nnUNetDatasetBlosc2(str(self.folder))
-        self.identifiers: list[str] = list(self.dataset.identifiers)
+        self.dataset = nnUNetDatasetBlosc2(str(self.folder), identifiers=list(self.identifiers))
         self.patch_size = tuple(int(v) for v in patch_size)
         self.seed = int(seed)
         self.p_body_crop = float(p_body_crop)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import random
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,13 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0]) >> (64 - _SEED_BITS)
 
 
+def seed_global_rngs(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) global generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def empty_history() -> dict[str, Any]:
     return {"step_loss": [], "epoch_loss": [], "epoch_lr": [], "epoch_samples_per_s": [], "epoch_time_s": [],
             "epoch_parts": {}}
@@ -104,6 +112,7 @@ class Pretrainer:
         self.plans = dataclasses.replace(plans, patch_size=self.patch_size)
         self.log = RunLog(output_folder / LOG_FILE, ctx.is_main)
         self.method = self.build_network().to(self.device)
+        seed_global_rngs(config.seed + ctx.rank)  # per-rank streams for anything drawing from the global RNGs
         self.model: nn.Module = self.method
         if ctx.is_distributed:
             # find_unused_parameters: some methods leave heads unused on some steps (e.g. a toggled loss part).
