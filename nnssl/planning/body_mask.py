@@ -1,4 +1,4 @@
-"""Body mask of a CT image: above -500 HU, opened, largest connected component, holes filled slice by slice.
+"""Body mask of a CT image: above -500 HU, holes filled slice by slice, opened, largest connected component.
 
 Unlabeled CT has no foreground label, so the body stands in for nnU-Net's foreground: intensity statistics are sampled
 inside it, images are cropped to its box, and crops are biased toward it. Non-CT images use nnU-Net's nonzero mask.
@@ -18,7 +18,7 @@ BODY_THRESHOLD_HU = -500.0
 # Face connectivity keeps the patient separate from a table that touches it only along an edge.
 BODY_CONNECTIVITY = 6
 # In-plane erosion steps before picking the largest component: breaks the thin contact between patient and table, then
-# the same number of dilation steps (inside the threshold mask) restores the body's outline.
+# the same number of dilation steps (inside the filled threshold mask) restores the body's outline.
 BODY_OPENING_STEPS = 2
 _IN_PLANE_CROSS = np.zeros((1, 3, 3), dtype=bool)
 _IN_PLANE_CROSS[0] = generate_binary_structure(2, 1)
@@ -27,9 +27,9 @@ _IN_PLANE_CROSS[0] = generate_binary_structure(2, 1)
 def ct_body_mask(image: np.ndarray, source: str, threshold: float = BODY_THRESHOLD_HU) -> np.ndarray:
     """Body mask of one CT channel.
 
-    Thresholds at ``threshold`` HU, opens in-plane (so the table detaches), keeps the largest connected component and
-    fills holes in every axial slice, so the lungs and airways (air inside the body) belong to the body even where the
-    trachea leaves the volume.
+    Thresholds at ``threshold`` HU and fills holes in every axial slice, so the lungs and airways (air inside the body)
+    belong to the body even where the trachea leaves the volume; then opens in-plane (so a table touching the patient
+    detaches) and keeps the largest connected component.
 
     Args:
         image: CT in HU, (Z, Y, X).
@@ -46,15 +46,14 @@ def ct_body_mask(image: np.ndarray, source: str, threshold: float = BODY_THRESHO
     if not above.any():
         raise NnsslError(f"{source}: no voxel above {threshold:g} HU, so no body was found; remove this image or check "
                          "that it is CT in Hounsfield units")
-    eroded = binary_erosion(above, _IN_PLANE_CROSS, iterations=BODY_OPENING_STEPS)  # (Z, Y, X)
-    if eroded.any():
-        core = cc3d.largest_k(eroded, k=1, connectivity=BODY_CONNECTIVITY) > 0  # (Z, Y, X)
-        largest = binary_dilation(core, _IN_PLANE_CROSS, iterations=BODY_OPENING_STEPS, mask=above)  # (Z, Y, X)
-    else:  # a body thinner than the opening: skip it
-        largest = cc3d.largest_k(above, k=1, connectivity=BODY_CONNECTIVITY) > 0  # (Z, Y, X)
-    for z in range(largest.shape[0]):
-        largest[z] = binary_fill_holes(largest[z])
-    return largest
+    filled = np.empty_like(above)  # (Z, Y, X)
+    for z in range(above.shape[0]):
+        filled[z] = binary_fill_holes(above[z])
+    eroded = binary_erosion(filled, _IN_PLANE_CROSS, iterations=BODY_OPENING_STEPS)  # (Z, Y, X)
+    if not eroded.any():  # a body thinner than the opening: skip the opening
+        return cc3d.largest_k(filled, k=1, connectivity=BODY_CONNECTIVITY) > 0  # (Z, Y, X)
+    core = cc3d.largest_k(eroded, k=1, connectivity=BODY_CONNECTIVITY) > 0  # (Z, Y, X)
+    return binary_dilation(core, _IN_PLANE_CROSS, iterations=BODY_OPENING_STEPS, mask=filled)  # (Z, Y, X)
 
 
 def nonzero_mask(data: np.ndarray) -> np.ndarray:

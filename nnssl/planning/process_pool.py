@@ -13,8 +13,10 @@ from nnssl.errors import NnsslError
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-# "spawn", as nnunetv2 uses: forking a parent that has imported torch can deadlock its thread pools.
-START_METHOD = "spawn"
+# Workers start from a clean, single-threaded fork server that imported the worker's module once (forking the parent
+# could inherit ITK/torch/blosc2 thread pools in a broken state). Spawning, as nnunetv2 does, re-imports torch,
+# SimpleITK and nnunetv2 in every worker of every pool: seconds each. Where there is no fork server (Windows), spawn.
+START_METHODS = ("forkserver", "spawn")
 # At most this many failures are spelled out in the error; the rest are counted.
 MAX_LISTED_FAILURES = 10
 
@@ -53,7 +55,7 @@ def map_cases(
                     failures.append(str(err))
                 bar.update()
         else:
-            context = multiprocessing.get_context(START_METHOD)
+            context = _context(fn)
             workers = min(num_processes, len(items))
             try:
                 with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -75,3 +77,12 @@ def map_cases(
         more = f" | ... and {len(failures) - MAX_LISTED_FAILURES} more" if len(failures) > MAX_LISTED_FAILURES else ""
         raise NnsslError(f"{desc}: {len(failures)} of {len(items)} case(s) failed: {listed}{more}")
     return results
+
+
+def _context(fn: Callable) -> multiprocessing.context.BaseContext:
+    """The start method's context, with ``fn``'s module preloaded in the fork server (used while it is not running)."""
+    method = next(m for m in START_METHODS if m in multiprocessing.get_all_start_methods())
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload([getattr(fn, "func", fn).__module__])
+    return context
