@@ -10,12 +10,7 @@ import math
 import torch
 
 from nnssl.errors import NnsslError
-
-
-def uniform(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device | str) -> torch.Tensor:
-    """U[0, 1) samples drawn on the generator's device (or ``device`` without one), returned on ``device``."""
-    draw_on = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=draw_on).to(device)
+from nnssl.methods.sampling import uniform
 
 
 def num_hidden(num_tokens: int, ratio: float) -> int:

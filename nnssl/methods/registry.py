@@ -11,7 +11,7 @@ from nnssl.config.enums import look_up_option
 from nnssl.errors import NnsslError
 from nnssl.models.registry import encoder_entry
 
-_BUILTIN_MODULES = ("nnssl.methods.mae",)
+_BUILTIN_MODULES = ("nnssl.methods.mae", "nnssl.methods.simmim", "nnssl.methods.dae", "nnssl.methods.swin_ssl")
 
 T = TypeVar("T", bound=type)
 _METHODS: dict[str, type] = {}

@@ -30,7 +30,8 @@ SWIN_VARIANTS = {  # feature sizes of MONAI's released Swin-UNETR SSL weights: t
     "swin_t": {"feature_size": 12},
     "swin_s": {"feature_size": 24},
     "swin_b": {"feature_size": 48},
-    "swin_tiny": {"feature_size": 12, "depths": (1, 1, 1, 1)},  # tests and demos
+    # tests and demos: window 4 instead of 7 is ~8x faster on CPU (MONAI pads every stage to the window)
+    "swin_tiny": {"feature_size": 12, "depths": (1, 1, 1, 1), "window_size": 4},
 }
 
 
