@@ -1,0 +1,127 @@
+"""The SSL trainers inside nnU-Net, in process: found by name, plans adapted, weights loaded, trained, predicted."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.run.run_training import get_trainer_from_args
+
+from nnssl.config.pretrained import PretrainedBlock, file_sha256, write_link
+from nnssl.errors import NnsslError
+from nnssl.training.checkpoint import load_pretrained_encoder
+from nnssl_trainers.base import SSLTrainerBase
+
+CPU = torch.device("cpu")
+ODD_PATCH = [28, 60, 68]  # not on the 8-voxel ViT grid: rounds to (24, 56, 64)
+
+
+def _link(env: dict[str, Path], checkpoint: Path) -> PretrainedBlock:
+    header, _ = load_pretrained_encoder(checkpoint)
+    block = PretrainedBlock.from_header(header, checkpoint, file_sha256(checkpoint))
+    write_link(env["dataset"], block)
+    return block
+
+
+def _set_nnunet_patch(env: dict[str, Path], patch: list[int]) -> None:
+    plans_file = env["dataset"] / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["configurations"]["3d_fullres"]["patch_size"] = patch
+    plans_file.write_text(json.dumps(plans))
+
+
+def _trainer(name: str, plans: str = "nnUNetPlans", fold: int = 0) -> SSLTrainerBase:
+    """Exactly what ``nnUNetv2_train 501 3d_fullres 0 -tr NAME -p PLANS -device cpu`` constructs."""
+    return get_trainer_from_args("501", "3d_fullres", fold, name, plans, device=CPU)
+
+
+def test_default_plans_pretrained_vs_scratch(nnunet_env: dict[str, Path], fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "ckpt.pth"
+    state = fake_pretraining.write_fake_checkpoint(checkpoint, "vit_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    _set_nnunet_patch(nnunet_env, ODD_PATCH)
+    trainer = _trainer("SSLViTTrainer_tiny")
+    assert trainer.configuration_manager.patch_size == [24, 56, 64]
+    assert trainer.plans_manager.plans["configurations"]["3d_fullres"]["patch_size"] == [24, 56, 64]
+    assert any("differ" in w for w in trainer.adaptation.warnings)  # phantom tumour stats vs body stats
+    report = trainer.load_pretrained_weights()
+    assert report is not None and report.loaded_fraction == 1.0
+    weights = trainer.network.state_dict()
+    assert all(torch.equal(weights[k], v) for k, v in state.items() if k != "eva.pos_embed")
+    assert weights["eva.pos_embed"].shape[1] == 3 * 7 * 8
+
+    scratch = _trainer("SSLViTTrainer_scratch_tiny")
+    assert scratch.load_pretrained_weights() is None
+    scratch_weights = scratch.network.state_dict()
+    assert scratch_weights.keys() == weights.keys()  # same architecture ...
+    assert not torch.equal(scratch_weights["eva.blocks.0.attn.proj.weight"], state["eva.blocks.0.attn.proj.weight"])
+
+
+def test_train_continue_and_predict_with_changed_patch(nnunet_env: dict[str, Path],
+                                                       fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "ckpt.pth"
+    fake_pretraining.write_fake_checkpoint(checkpoint, "vit_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    _set_nnunet_patch(nnunet_env, ODD_PATCH)
+    trainer = _trainer("SSLViTTrainer_tiny")
+    trainer.run_training()
+    model_folder = Path(trainer.output_folder_base)
+    saved = json.loads((model_folder / "plans.json").read_text())["configurations"]["3d_fullres"]
+    assert saved["patch_size"] == [24, 56, 64] and "pretrained" in saved and "architecture" in saved
+
+    resumed = _trainer("SSLViTTrainer_tiny")  # --c: nnU-Net reloads network, optimizer (our param groups) and epoch
+    resumed.load_checkpoint(str(Path(trainer.output_folder) / "checkpoint_final.pth"))
+    assert resumed.current_epoch == trainer.num_epochs
+    assert [g["name"] for g in resumed.optimizer.param_groups] == [g["name"] for g in trainer.optimizer.param_groups]
+
+    checkpoint.unlink()  # prediction needs the results folder only, not the SSL checkpoint
+    predictor = nnUNetPredictor(device=CPU, perform_everything_on_device=False, allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder), use_folds=(0,))
+    assert list(predictor.configuration_manager.patch_size) == [24, 56, 64]
+    image = sorted((nnunet_env["raw_dataset"] / "imagesTs").glob("*.nii.gz"))[0]
+    itk = sitk.ReadImage(str(image))
+    array = sitk.GetArrayFromImage(itk)[None].astype(np.float32)  # (C, Z, Y, X)
+    properties = {"spacing": list(itk.GetSpacing())[::-1]}
+    seg = predictor.predict_single_npy_array(array, properties, None, None, False)
+    assert seg.shape == array.shape[1:]
+
+
+def test_missing_link_names_the_command(nnunet_env: dict[str, Path]) -> None:
+    with pytest.raises(NnsslError, match=r"none is linked.*nnssl_transfer_plans -d Dataset501.*SSLViTTrainer_scratch"):
+        _trainer("SSLViTTrainer")
+    assert _trainer("SSLViTTrainer_scratch_tiny").adaptation.block is None  # scratch needs no link
+
+
+def test_wrong_encoder_type_is_refused(nnunet_env: dict[str, Path], fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "swin.pth"
+    fake_pretraining.write_fake_checkpoint(checkpoint, "swin_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    with pytest.raises(NnsslError, match=r"SSLViTTrainer fine-tunes VIT encoders.*swin_tiny.*use SSLSwinTrainer"):
+        _trainer("SSLViTTrainer")
+
+
+def test_swin_trainer_loads_and_steps_with_adapted_channels(nnunet_env: dict[str, Path],
+                                                           fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "swin.pth"
+    state = fake_pretraining.write_fake_checkpoint(checkpoint, "swin_tiny", patch_size=(32, 64, 64), in_channels=2)
+    _link(nnunet_env, checkpoint)
+    trainer = _trainer("SSLSwinTrainer")  # the full schedule starts with the decoder-only stage
+    assert any("2 in pretraining" in w for w in trainer.adaptation.warnings)  # 1-channel CT, 2-channel encoder
+    report = trainer.load_pretrained_weights()
+    assert any("patch_embed" in a for a in report.adapted)
+    weights = trainer.network.state_dict()
+    qkv = "layers1.0.blocks.0.attn.qkv.weight"
+    assert torch.equal(weights[f"swinViT.{qkv}"], state[qkv])
+    patch = trainer.configuration_manager.patch_size
+    batch = {"data": torch.randn(2, 1, *patch), "target": torch.randint(0, 2, (2, 1, *patch)).float()}
+    before = {k: v.clone() for k, v in weights.items()}
+    loss = trainer.train_step(batch)["loss"]
+    assert np.isfinite(loss)
+    after = trainer.network.state_dict()
+    changed = {k for k in after if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("swinViT.") for k in changed)  # stage 1: only the decoder learns
