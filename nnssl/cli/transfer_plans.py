@@ -43,7 +43,12 @@ def find_checkpoint(pretrain_dataset: str, method: str | None, encoder: str | No
     Raises:
         NnsslError: no runs, no finished run, or several candidates (naming them and how to choose).
     """
-    root = find_dataset(nnssl_results(), pretrain_dataset)
+    results = nnssl_results()
+    try:
+        root = find_dataset(results, pretrain_dataset)
+    except NnsslError:
+        raise NnsslError(f"no pretraining results for dataset {pretrain_dataset} in {results}; run "
+                         f"`nnssl_pretrain -d {pretrain_dataset}` first or pass --checkpoint PATH") from None
     runs = sorted(p for p in root.iterdir() if p.is_dir() and len(p.name.split(RUN_SEPARATOR)) == 3)
     runs = [r for r in runs if method in (None, r.name.split(RUN_SEPARATOR)[0])
             and encoder in (None, r.name.split(RUN_SEPARATOR)[1])]
