@@ -24,6 +24,7 @@ PREVIEW_WINDOW_HU = (-1000, 400)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``nnssl_make_phantoms``."""
     parser = argparse.ArgumentParser(prog="nnssl_make_phantoms", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     kind = parser.add_mutually_exclusive_group(required=True)
@@ -65,6 +66,7 @@ def parse_spacing(values: list[str] | None) -> SpacingRange:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
+    """Write the dataset the arguments ask for (``argv`` defaults to ``sys.argv[1:]``)."""
     args = build_parser().parse_args(argv)
     labeled = args.labeled is not None
     count = args.labeled if labeled else args.unlabeled

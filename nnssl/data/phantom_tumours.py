@@ -87,7 +87,8 @@ def add_tumours(rng: np.random.Generator, lung: np.ndarray, spacing: tuple[float
         volume = _paint(rng, centre, 0.5 * diameter, spiculated, lung, sp, hu, label, tumour_hu)
         if volume > 0:
             placed.append((centre, 0.5 * diameter))
-            tumours.append(Tumour(tuple(float(c) for c in centre), float(diameter), volume, spiculated))
+            centre_mm = tuple(round(float(c), 2) for c in centre)
+            tumours.append(Tumour(centre_mm, round(diameter, 2), round(volume, 1), spiculated))
     return tuple(tumours)
 
 
