@@ -37,7 +37,7 @@ class Tissue(enum.IntEnum):
 # HU range per tissue; one value is drawn per case (non-contrast CT).
 TISSUE_HU: dict[Tissue, tuple[float, float]] = {
     Tissue.AIR: (-1000.0, -1000.0),
-    Tissue.LUNG: (-880.0, -830.0),
+    Tissue.LUNG: (-900.0, -850.0),
     Tissue.FAT: (-110.0, -80.0),
     Tissue.MUSCLE: (40.0, 60.0),
     Tissue.SOFT: (25.0, 45.0),
