@@ -8,7 +8,12 @@ from nnssl.losses.reconstruction import ReconstructionLoss, masked_reconstructio
 from nnssl.methods.base import MethodOutput, SSLMethod, detached_previews
 from nnssl.methods.masking import random_token_mask
 from nnssl.methods.registry import register_method
-from nnssl.models.decoders.transformer import DEFAULT_DECODER_DEPTH, DEFAULT_DECODER_DIM, TransformerDecoder
+from nnssl.models.decoders.transformer import (
+    DECODER_HEAD_DIM,
+    DEFAULT_DECODER_DEPTH,
+    DEFAULT_DECODER_DIM,
+    TransformerDecoder,
+)
 from nnssl.models.patchify import patchify, unpatchify
 
 DEFAULT_MASK_RATIO = 0.75
@@ -23,7 +28,7 @@ class MAE(SSLMethod):
         encoder: An encoder with ``supports_token_drop`` (the ViTs).
         mask_ratio: Fraction of tokens hidden.
         block_size: Hide cubes of ``block_size``³ tokens together.
-        decoder_dim: Decoder width (multiple of 48).
+        decoder_dim: Decoder width (multiple of 48); default min(192, E rounded down to a multiple of 48).
         decoder_depth: Decoder blocks.
         norm_pix_loss: Target is each token's voxels normalized to zero mean / unit variance.
     """
@@ -31,8 +36,11 @@ class MAE(SSLMethod):
     requires_token_drop = True
 
     def __init__(self, encoder: nn.Module, mask_ratio: float = DEFAULT_MASK_RATIO, block_size: int = 1,
-                 decoder_dim: int = DEFAULT_DECODER_DIM, decoder_depth: int = DEFAULT_DECODER_DEPTH,
+                 decoder_dim: int | None = None, decoder_depth: int = DEFAULT_DECODER_DEPTH,
                  norm_pix_loss: bool = False) -> None:
+        if decoder_dim is None:  # never wider than the encoder, as MAE's light decoder
+            decoder_dim = max(DECODER_HEAD_DIM, min(DEFAULT_DECODER_DIM,
+                                                    encoder.embed_dim // DECODER_HEAD_DIM * DECODER_HEAD_DIM))
         super().__init__(encoder, dict(mask_ratio=mask_ratio, block_size=block_size, decoder_dim=decoder_dim,
                                        decoder_depth=decoder_depth, norm_pix_loss=norm_pix_loss))
         self.mask_ratio = mask_ratio

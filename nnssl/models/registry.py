@@ -74,9 +74,8 @@ def build_encoder(name: str, in_channels: int, patch_size: tuple[int, int, int],
         NnsslError: Unknown name, or a patch size the encoder cannot tile.
     """
     entry = encoder_entry(name)
-    encoder = entry.cls(in_channels=in_channels, patch_size=tuple(patch_size), **{**entry.defaults, **kwargs})
-    encoder.registry_name = name
-    return encoder
+    return entry.cls(in_channels=in_channels, patch_size=tuple(patch_size), registry_name=name,
+                     **{**entry.defaults, **kwargs})
 
 
 def build_encoder_from_config(config: dict[str, Any]) -> nn.Module:

@@ -58,6 +58,7 @@ class SwinEncoder(SwinTransformer, Encoder):
         stem_patch: Patch-embedding stride (isotropic).
         drop_path_rate: Stochastic depth.
         use_checkpoint: Gradient checkpointing in MONAI's blocks.
+        registry_name: Name in the encoder registry (set by ``build_encoder``; not part of ``config()`` kwargs).
     """
 
     supports_token_drop = False
@@ -65,24 +66,27 @@ class SwinEncoder(SwinTransformer, Encoder):
     def __init__(self, in_channels: int, patch_size: Sequence[int], feature_size: int,
                  depths: Sequence[int] = SWIN_UNETR_DEPTHS, num_heads: Sequence[int] = SWIN_UNETR_HEADS,
                  window_size: int = SWIN_UNETR_WINDOW, stem_patch: int = SWIN_UNETR_STEM_PATCH,
-                 drop_path_rate: float = 0.0, use_checkpoint: bool = False) -> None:
+                 drop_path_rate: float = 0.0, use_checkpoint: bool = False, registry_name: str | None = None
+                 ) -> None:
         if feature_size % FEATURE_SIZE_MULTIPLE:
             raise NnsslError(f"Swin feature_size {feature_size} must be a multiple of {FEATURE_SIZE_MULTIPLE} "
                              "(SwinUNETR's requirement)")
         dims = len(patch_size)
+        stride = stem_patch * STAGE_DOWNSAMPLE ** len(depths)
+        patch = check_patch_size(patch_size, (stride,) * dims, registry_name or type(self).__name__)
         super().__init__(
             in_chans=in_channels, embed_dim=feature_size, window_size=(window_size,) * dims,
             patch_size=(stem_patch,) * dims, depths=tuple(depths), num_heads=tuple(num_heads),
             mlp_ratio=SWIN_UNETR_MLP_RATIO, qkv_bias=True, drop_path_rate=drop_path_rate,
             use_checkpoint=use_checkpoint, spatial_dims=dims,
         )
+        self.registry_name = registry_name
         self._record_config(dict(
             in_channels=in_channels, patch_size=patch_size, feature_size=feature_size, depths=depths,
             num_heads=num_heads, window_size=window_size, stem_patch=stem_patch, drop_path_rate=drop_path_rate,
             use_checkpoint=use_checkpoint))
-        stride = stem_patch * STAGE_DOWNSAMPLE ** len(depths)
         self.token_size = (stride,) * dims  # type: ignore[assignment]
-        self.patch_size = check_patch_size(patch_size, self.token_size, self.registry_name or type(self).__name__)
+        self.patch_size = patch
         self.in_channels = in_channels
         self.feature_size = self.stem_dim = feature_size
         self.stem_patch = stem_patch

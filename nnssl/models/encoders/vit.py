@@ -62,6 +62,7 @@ class ViTEncoder(Encoder):
         mlp_ratio: SwiGLU hidden ratio.
         init_values: LayerScale init, None = off.
         scale_attn_inner: Norm inside attention (Primus V3 style).
+        registry_name: Name in the encoder registry (set by ``build_encoder``; not part of ``config()`` kwargs).
     """
 
     supports_token_drop = True
@@ -70,8 +71,9 @@ class ViTEncoder(Encoder):
                  token_size: Sequence[int] = TOKEN_SIZE, num_register_tokens: int = 0, drop_path_rate: float = 0.0,
                  use_rot_pos_emb: bool = True, use_abs_pos_embed: bool = True,
                  mlp_ratio: float = PRIMUS_MLP_RATIO, init_values: float | None = None,
-                 scale_attn_inner: bool = False) -> None:
+                 scale_attn_inner: bool = False, registry_name: str | None = None) -> None:
         super().__init__()
+        self.registry_name = registry_name
         self._record_config(dict(
             in_channels=in_channels, patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             token_size=token_size, num_register_tokens=num_register_tokens, drop_path_rate=drop_path_rate,
@@ -105,29 +107,50 @@ class ViTEncoder(Encoder):
 
     def _embed(self, x: torch.Tensor, mask: torch.Tensor | None,
                mask_token: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Stem, prefix tokens, position embeddings and (optionally) token drop, as Eva's ``_pos_embed``."""
+        """Stem, prefix tokens and position embeddings, as Eva's ``_pos_embed``; token drop gathers first."""
         if tuple(x.shape[2:]) != self.patch_size:
             raise ValueError(f"input spatial shape {tuple(x.shape[2:])} != encoder patch size {self.patch_size}")
-        tokens = self.down_projection(x)  # (B, E, gd, gh, gw)
-        tokens = tokens.flatten(2).transpose(1, 2)  # (B, N, E), same order as Primus' "b c w h d -> b (w h d) c"
-        if mask is not None and mask_token is not None:
-            tokens = torch.where(mask[..., None], mask_token.to(tokens.dtype), tokens)  # (B, N, E)
-        if self.register_tokens is not None:
-            tokens = torch.cat((self.register_tokens.expand(tokens.shape[0], -1, -1), tokens), dim=1)  # (B, R+N, E)
-        if self.eva.pos_embed is not None:
-            tokens = tokens + self.eva.pos_embed
-        tokens = self.eva.pos_drop(tokens)
         rope = self.eva.rope.get_embed() if self.eva.rope is not None else None  # (N, rope_dim)
-        if mask is None or mask_token is not None:
-            return tokens, rope
-        keep = _keep_indices(mask)  # (B, N_visible)
-        prefix, patches = tokens[:, :self.num_prefix_tokens], tokens[:, self.num_prefix_tokens:]
-        patches = torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1]))  # (B, N_vis, E)
-        tokens = torch.cat((prefix, patches), dim=1)  # (B, R+N_vis, E)
-        if rope is not None:  # timm's helper for Eva's patch dropout: per-sample RoPE rows
-            rope = apply_keep_indices_nlc(tokens, rope, keep)  # (B, N_vis, rope_dim)
-            rope = rope.unsqueeze(1)  # (B, 1, N_vis, rope_dim): broadcast over heads, as timm's Eva does
-        return tokens, rope
+        pos_embed = self.eva.pos_embed  # (1, R+N, E) or None
+        if mask is not None and mask_token is None:
+            keep = _keep_indices(mask)  # (B, N_visible)
+            tokens = self._embed_visible(x, keep)  # (B, N_vis, E)
+            if pos_embed is not None:
+                patch_pos = pos_embed[:, self.num_prefix_tokens:].expand(x.shape[0], -1, -1)  # (B, N, E)
+                patch_pos = torch.gather(patch_pos, 1, keep[..., None].expand(-1, -1, patch_pos.shape[-1]))
+                pos_embed = torch.cat([pos_embed[:, :self.num_prefix_tokens].expand(x.shape[0], -1, -1),
+                                       patch_pos], dim=1)  # (B, R+N_vis, E)
+            if rope is not None:  # timm's helper for Eva's patch dropout: per-sample RoPE rows
+                rope = apply_keep_indices_nlc(tokens, rope, keep)  # (B, N_vis, rope_dim)
+                rope = rope.unsqueeze(1)  # (B, 1, N_vis, rope_dim): broadcast over heads, as timm's Eva does
+        else:
+            tokens = self.down_projection(x)  # (B, E, gd, gh, gw)
+            tokens = tokens.flatten(2).transpose(1, 2)  # (B, N, E), Primus' "b c w h d -> b (w h d) c" order
+            if mask is not None:
+                tokens = torch.where(mask[..., None], mask_token.to(tokens.dtype), tokens)  # (B, N, E)
+        if self.register_tokens is not None:
+            tokens = torch.cat((self.register_tokens.expand(tokens.shape[0], -1, -1), tokens), dim=1)  # (B, R+N', E)
+        if pos_embed is not None:
+            tokens = tokens + pos_embed
+        return self.eva.pos_drop(tokens), rope
+
+    def _embed_visible(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """The stem on the visible tokens only: its stride = kernel conv is a linear map per token.
+
+        Args:
+            x: (B, C, D, H, W).
+            keep: (B, N_visible) token indices.
+
+        Returns:
+            (B, N_visible, E), equal to the gathered output of ``down_projection``.
+        """
+        b, c = x.shape[:2]
+        (gd, gh, gw), (td, th, tw) = self.grid_size, self.token_size
+        patches = x.reshape(b, c, gd, td, gh, th, gw, tw).permute(0, 2, 4, 6, 1, 3, 5, 7)  # (B, gd, gh, gw, C, t..)
+        patches = patches.reshape(b, gd * gh * gw, -1)  # (B, N, C*P) in the conv weight's (C, td, th, tw) order
+        patches = torch.gather(patches, 1, keep[..., None].expand(-1, -1, patches.shape[-1]))  # (B, N_vis, C*P)
+        proj = self.down_projection.proj
+        return torch.nn.functional.linear(patches, proj.weight.flatten(1), proj.bias)  # (B, N_vis, E)
 
     def _blocks(self, tokens: torch.Tensor, rope: torch.Tensor | None, collect: set[int] | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
