@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulate", type=int, help=f"gradient accumulation micro-batches (default {d['accumulate']})")
     p.add_argument("--lr", type=float, help=f"peak learning rate (default {d['lr']})")
     p.add_argument("--weight-decay", type=float, help=f"AdamW weight decay (default {d['weight_decay']})")
-    p.add_argument("--warmup-epochs", type=int, help=f"linear warm-up (default {d['warmup_epochs']})")
+    p.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default min(5, epochs // 10))")
     p.add_argument("--schedule", choices=[str(s) for s in Schedule], help=f"decay (default {d['schedule']})")
     p.add_argument("--grad-clip-norm", type=float, help=f"0 = off (default {d['grad_clip_norm']})")
     p.add_argument("--device", choices=[str(k) for k in DeviceKind], help=f"default {d['device']}")

@@ -27,6 +27,9 @@ DEFAULT_WEIGHT_DECAY = 0.05
 # Share of crops centred on a body voxel (``body_locations``); the rest are uniform over the volume, so the model still
 # sees the body's edge and the air around it.
 DEFAULT_P_BODY_CROP = 0.9
+# Default warm-up: 5 epochs as in nnssl/MAE-style recipes, but at most a tenth of a short run.
+DEFAULT_WARMUP_EPOCHS = 5
+WARMUP_MAX_FRACTION = 0.1
 # Exponent of the poly schedule, as nnU-Net's PolyLRScheduler.
 DEFAULT_POLY_EXPONENT = 0.9
 
@@ -66,7 +69,8 @@ class PretrainConfig:
         lr: peak learning rate (reached at the end of the warm-up).
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
-        warmup_epochs: linear warm-up length; must be shorter than ``epochs``.
+        warmup_epochs: linear warm-up length, shorter than ``epochs``; None = min(5, epochs // 10), resolved when the
+            config is created so the saved JSON holds the number.
         schedule: decay after the warm-up.
         poly_exponent: exponent of the poly schedule.
         grad_clip_norm: max gradient L2 norm; ``0`` disables clipping.
@@ -93,7 +97,7 @@ class PretrainConfig:
     lr: float = 1e-4
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     betas: tuple[float, float] = DEFAULT_BETAS
-    warmup_epochs: int = 5
+    warmup_epochs: int | None = None
     schedule: Schedule = Schedule.COSINE
     poly_exponent: float = DEFAULT_POLY_EXPONENT
     grad_clip_norm: float = DEFAULT_GRAD_CLIP_NORM
@@ -112,6 +116,9 @@ class PretrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", Schedule(look_up_option(str(self.schedule), list(Schedule), "schedule")))
         object.__setattr__(self, "device", DeviceKind(look_up_option(str(self.device), list(DeviceKind), "device")))
+        if self.warmup_epochs is None:
+            auto = min(DEFAULT_WARMUP_EPOCHS, int(self.epochs * WARMUP_MAX_FRACTION))
+            object.__setattr__(self, "warmup_epochs", auto)
         positive = ("epochs", "iters_per_epoch", "batch_size", "accumulate", "save_every", "preview_every")
         for name in positive:
             if int(getattr(self, name)) < 1:

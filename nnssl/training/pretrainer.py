@@ -241,7 +241,9 @@ class Pretrainer:
         global_batch = cfg.batch_size * ctx.world_size * cfg.accumulate
         self.log(f"pretraining {cfg.method} on {cfg.encoder}, patch {self.patch_size}, device {self.device}, "
                  f"{ctx.world_size} process(es); global batch {global_batch} = batch {cfg.batch_size} x "
-                 f"{ctx.world_size} x accumulate {cfg.accumulate}; epochs {self.start_epoch + 1}..{cfg.epochs}")
+                 f"{ctx.world_size} x accumulate {cfg.accumulate}; epochs {self.start_epoch + 1}..{cfg.epochs} of "
+                 f"{cfg.iters_per_epoch} steps; lr {cfg.lr:g}, {cfg.warmup_epochs} warm-up epoch(s), then "
+                 f"{cfg.schedule}")
         for epoch in range(self.start_epoch, cfg.epochs):
             start = time.perf_counter()
             losses: list[float] = []

@@ -44,6 +44,13 @@ def test_bad_values(changes: dict, message: str) -> None:
         PretrainConfig(dataset_name="Dataset500_X", **changes)
 
 
+@pytest.mark.parametrize(("epochs", "warmup"), [(1, 0), (12, 1), (100, 5), (1000, 5)])
+def test_default_warmup(epochs: int, warmup: int) -> None:
+    config = PretrainConfig(dataset_name="Dataset500_X", epochs=epochs)
+    assert config.warmup_epochs == warmup
+    assert PretrainConfig.from_dict(config.to_dict()).warmup_epochs == warmup
+
+
 def test_parse_key_values() -> None:
     assert parse_key_values(["mask_ratio=0.6", "norm_target=true", "name=abc"]) == {
         "mask_ratio": 0.6, "norm_target": True, "name": "abc"}
