@@ -12,7 +12,8 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.run.run_training import get_trainer_from_args
 
-from nnssl.config.pretrained import PretrainedBlock, file_sha256, write_link
+from nnssl.cli.transfer_plans import main as transfer_plans_main
+from nnssl.config.pretrained import PretrainedBlock, file_sha256, link_path, write_link
 from nnssl.errors import NnsslError
 from nnssl.training.checkpoint import load_pretrained_encoder
 from nnssl_trainers.base import SSLTrainerBase
@@ -89,6 +90,18 @@ def test_train_continue_and_predict_with_changed_patch(nnunet_env: dict[str, Pat
     properties = {"spacing": list(itk.GetSpacing())[::-1]}
     seg = predictor.predict_single_npy_array(array, properties, None, None, False)
     assert seg.shape == array.shape[1:]
+
+
+def test_matched_plans_train_without_the_link(nnunet_env: dict[str, Path], fake_pretraining: ModuleType) -> None:
+    fake_pretraining.write_fake_run(nnunet_env["nnssl_results"], "vit_tiny", patch_size=(32, 64, 64))
+    assert transfer_plans_main(["-d", "501", "-pd", "500", "-np", "1"]) == 0
+    link_path(nnunet_env["dataset"]).unlink()  # -p nnsslPlans carries its own pretrained block
+    trainer = _trainer("SSLViTTrainer_tiny", plans="nnsslPlans")
+    assert trainer.configuration_manager.data_identifier == "nnsslPlans_3d_fullres"
+    assert not trainer.adaptation.warnings  # spacing and CT statistics match the pretraining
+    trainer.run_training()
+    assert trainer.pretrained_report is not None and trainer.pretrained_report.loaded_fraction == 1.0
+    assert (Path(trainer.output_folder) / "checkpoint_final.pth").is_file()
 
 
 def test_missing_link_names_the_command(nnunet_env: dict[str, Path]) -> None:
