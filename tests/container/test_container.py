@@ -2,8 +2,9 @@
 
 Podman is set up (and cached) by ``tests/container/podman_env.sh``; where that is impossible (not root, apt-get or
 debootstrap failing) every test here is skipped with the reason. The image is built once per session from the
-working tree, reusing cached layers when nothing changed; the build and chain logs and timings are kept under
-``$NNSSL_CONTAINER_LOG_DIR`` (default ``/var/tmp/nnssl-podman/logs``) and printed (see them with ``pytest -rA``).
+working tree, reusing cached layers when nothing changed. The build and chain logs and timings are kept under
+``$NNSSL_CONTAINER_LOG_DIR`` (default ``/var/tmp/nnssl-podman/logs``); the chain's step timings and the output of
+``nnUNetv2_predict`` inside the container are always printed to the terminal (pytest's capture is bypassed for them).
 """
 from __future__ import annotations
 
@@ -25,9 +26,7 @@ PODMAN_ENV_SCRIPT = Path(__file__).with_name("podman_env.sh")
 CHAIN_SCRIPT = REPO / "docker" / "chain_test.sh"
 IMAGE = "localhost/nnssl:test"
 SKIP_EXIT = 77  # podman_env.sh: podman cannot be set up here
-CHAIN_MISSING_STEP_EXIT = 3  # chain_test.sh: a step's command is not installed yet
-CHAIN_TRAINER = "SSLViTTrainer_test"
-STRICT_ENV = "NNSSL_CONTAINER_CHAIN_STRICT"  # "1": a chain step whose command is missing fails instead of xfail
+CHAIN_TRAINER = "SSLViTTrainer_tiny"  # nnssl_trainers/short.py: 2 epochs x 2 iterations
 LOG_DIR = Path(os.environ.get("NNSSL_CONTAINER_LOG_DIR", "/var/tmp/nnssl-podman/logs"))
 SETUP_TIMEOUT_S = 900
 BUILD_TIMEOUT_S = 1500
@@ -73,13 +72,19 @@ def write_log(name: str, text: str) -> Path:
     return path
 
 
+def top_level_value(path: Path, name: str) -> ast.expr | None:
+    """The expression assigned to the module-level variable ``name`` in the Python file ``path`` (None if absent)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in node.targets):
+            return node.value
+    return None
+
+
 def console_scripts() -> list[str]:
     """The console-script names declared in setup.py's ``CLI`` table."""
-    tree = ast.parse((REPO / "setup.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "CLI" for t in node.targets):
-            return [key.value for key in node.value.keys]
-    raise AssertionError("setup.py has no CLI table")
+    table = top_level_value(REPO / "setup.py", "CLI")
+    assert isinstance(table, ast.Dict), "setup.py has no CLI table"
+    return [ast.literal_eval(key) for key in table.keys if key is not None]
 
 
 def repo_version() -> str:
@@ -96,13 +101,12 @@ def pinned(package: str) -> str:
     return match.group(1)
 
 
-def ssl_trainer_names() -> list[str]:
-    """Classes named SSL*Trainer* defined in the nnssl_trainers sources (what nnUNet_extTrainer must expose)."""
-    names = []
-    for path in sorted((REPO / "nnssl_trainers").rglob("*.py")):
-        for node in ast.parse(path.read_text()).body:
-            if isinstance(node, ast.ClassDef) and re.fullmatch(r"SSL\w*Trainer\w*", node.name):
-                names.append(node.name)
+def exported_trainer_names() -> list[str]:
+    """The trainer names the nnUNet_extTrainer shim (nnssl_trainers/ext/*.py) lists in ``__all__``."""
+    names: list[str] = []
+    for path in sorted((REPO / "nnssl_trainers" / "ext").glob("*.py")):
+        exported = top_level_value(path, "__all__")
+        names += ast.literal_eval(exported) if exported is not None else []
     return sorted(set(names))
 
 
@@ -141,6 +145,7 @@ def image(podman: Podman) -> str:
     log = write_log("build.log", f"podman {' '.join(args)} {REPO}\n\n{done.stdout}\nbuild took {seconds:.0f}s\n")
     print(f"\n[container] image {IMAGE} built in {seconds:.0f}s (rc {done.returncode}); log: {log}")
     assert done.returncode == 0, f"podman build failed (log {log}):\n{done.stdout[-LOG_TAIL_CHARS:]}"
+    podman("image", "prune", "--force")  # drop images superseded by this build; the layer cache of this one stays
     return IMAGE
 
 
@@ -188,10 +193,10 @@ def test_entrypoint_runs_the_given_command(podman: Podman, image: str) -> None:
 
 
 def test_ssl_trainers_are_found_by_nnunet(podman: Podman, image: str) -> None:
-    """nnunetv2's own trainer lookup finds every SSL trainer through the image's nnUNet_extTrainer."""
-    names = ssl_trainer_names()
+    """nnunetv2's own trainer lookup finds every trainer the shim exports, through the image's nnUNet_extTrainer."""
+    names = exported_trainer_names()
     if not names:
-        pytest.skip("no SSL*Trainer classes in nnssl_trainers/ yet")
+        pytest.skip("nnssl_trainers/ext/ exports no trainers (__all__) yet")
     probe = ("import sys; from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name as find; "
              "[print('FOUND', name, find(name).__name__) for name in sys.argv[1:]]")
     done = podman.run_in_image(image, "python", "-c", probe, *names)
@@ -200,7 +205,8 @@ def test_ssl_trainers_are_found_by_nnunet(podman: Podman, image: str) -> None:
     assert found == set(names)
 
 
-def test_chain_predicts_a_segmentation_in_the_container(podman: Podman, image: str, tmp_path: Path) -> None:
+def test_chain_predicts_a_segmentation_in_the_container(podman: Podman, image: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """Inside the container on CPU: phantoms -> ... -> nnUNetv2_predict writes a segmentation to the mounted /out."""
     import SimpleITK as sitk
 
@@ -214,16 +220,22 @@ def test_chain_predicts_a_segmentation_in_the_container(podman: Podman, image: s
         volumes=(f"{data}:/data", f"{out}:/out", f"{CHAIN_SCRIPT.parent}:/chain:ro"), timeout=CHAIN_TIMEOUT_S)
     seconds = time.monotonic() - start
     log = write_log("chain.log", f"{done.stdout}\nchain took {seconds:.0f}s (rc {done.returncode})\n")
-    print(f"\n[container] chain ran {seconds:.0f}s (rc {done.returncode}); log: {log}")
-    print(done.stdout[-LOG_TAIL_CHARS:])
-    if done.returncode == CHAIN_MISSING_STEP_EXIT and os.environ.get(STRICT_ENV) != "1":
-        missing = [line for line in done.stdout.splitlines() if line.startswith("[chain] missing")]
-        pytest.xfail(f"chain incomplete: {missing[-1] if missing else 'a command is missing'} (log {log})")
+    steps = "\n".join(line for line in done.stdout.splitlines() if line.startswith("[chain] "))
+    predict = done.stdout[done.stdout.find("[chain] step predict"):] if "[chain] step predict" in done.stdout else ""
+    with capsys.disabled():  # shown in every test log, also when the test passes
+        print(f"\n[container] chain ran {seconds:.0f}s in the container (rc {done.returncode}); full log: {log}\n"
+              f"{steps}\n[container] nnUNetv2_predict inside the container:\n{predict[-LOG_TAIL_CHARS:]}")
     assert done.returncode == 0, f"chain failed in the container (log {log}):\n{done.stdout[-LOG_TAIL_CHARS:]}"
     assert "[chain] predict ok" in done.stdout
     segmentations = sorted(out.glob("*.nii.gz"))
     assert segmentations, f"nnUNetv2_predict wrote no segmentation into {out}"
-    for path in segmentations:
+    inputs = sorted(data.glob("nnUNet_raw/Dataset*/imagesTs/*_0000.nii.gz"))  # <case>_0000.nii.gz: channel 0
+    assert inputs, f"no test images under {data}/nnUNet_raw"
+    for image_path in inputs:
+        path = out / image_path.name.replace("_0000.nii.gz", ".nii.gz")
+        assert path.is_file(), f"nnUNetv2_predict wrote no {path.name} for {image_path.name}"
         array = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))  # (Z, Y, X)
-        assert array.ndim == 3 and array.size > 0, f"{path.name}: empty segmentation"
-        print(f"[container] {path.name}: shape {array.shape}, foreground voxels {int((array > 0).sum())}")
+        source = sitk.GetArrayFromImage(sitk.ReadImage(str(image_path)))  # (Z, Y, X)
+        assert array.shape == source.shape, f"{path.name}: shape {array.shape} != image {source.shape}"
+        with capsys.disabled():
+            print(f"[container] {path.name}: shape {array.shape}, foreground voxels {int((array > 0).sum())}")
