@@ -83,9 +83,8 @@ step transfer_plans nnssl_transfer_plans -d "$FINETUNE_ID" -pd "$PRETRAIN_ID" -m
     -np "$NUM_PROCESSES" --patch-size "${PATCH[@]}"
 step train nnUNetv2_train "$FINETUNE_ID" 3d_fullres "$FOLD" -tr "$TRAINER" -p nnsslPlans -device "$DEVICE"
 
-raw="$(dataset_folder "$nnUNet_raw" "$FINETUNE_ID")"
-images="$raw/imagesTs"
-[[ -d "$images" ]] || images="$raw/imagesTr"
+raw="$(dataset_folder "${nnUNet_raw:?set nnUNet_raw (the image sets it to /data/nnUNet_raw)}" "$FINETUNE_ID")"
+images="$raw/imagesTs"  # the held-out cases (--test), never seen in training
 mkdir -p "$OUT"
 step predict nnUNetv2_predict -i "$images" -o "$OUT" -d "$FINETUNE_ID" -c 3d_fullres -tr "$TRAINER" \
     -p nnsslPlans -f "$FOLD" -device "$DEVICE" --disable_tta

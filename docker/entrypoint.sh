@@ -35,7 +35,6 @@ Commands (each takes -h):
 HELP
 bin_dir="$(dirname "$(command -v python)")"
 for pattern in 'nnssl_*' 'nnUNetv2_*'; do
-    # shellcheck disable=SC2086  # the pattern is meant to glob
     find "$bin_dir" -maxdepth 1 -name "$pattern" -printf '%f\n' | sort | paste -sd ' ' | fold -s -w 110 \
         | sed 's/^/  /'
 done
