@@ -84,6 +84,20 @@ def test_empty_mask_equals_no_mask_and_mask_token_path() -> None:
     assert not torch.allclose(replaced, encoder.forward_features(x))
 
 
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    encoder = build_encoder("vit_tiny", 1, PATCH)
+    x = torch.randn(1, 1, *PATCH)
+    mask = random_token_mask(1, encoder.grid_size, 0.5, torch.Generator().manual_seed(0), "cpu")
+    encoder.forward_features(x, mask).square().mean().backward()
+    plain = [p.grad.clone() for p in encoder.parameters()]
+    encoder.zero_grad()
+    encoder.eva.set_grad_checkpointing(True)
+    encoder.forward_features(x, mask).square().mean().backward()
+    for a, p in zip(plain, encoder.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, a)
+
+
 def test_forward_intermediates() -> None:
     encoder = build_encoder("vit_tiny", 1, PATCH)
     maps = encoder.forward_intermediates(torch.randn(2, 1, *PATCH), [0, -1])

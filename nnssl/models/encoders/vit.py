@@ -14,6 +14,7 @@ from dynamic_network_architectures.building_blocks.patch_encode_decode import Pa
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from timm.layers import apply_keep_indices_nlc
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from nnssl.errors import NnsslError
 from nnssl.models.encoders.base import Encoder, check_patch_size
@@ -157,7 +158,7 @@ class ViTEncoder(Encoder):
         collected = []
         for i, block in enumerate(self.eva.blocks):
             if self.eva.grad_checkpointing and self.training:
-                tokens = torch.utils.checkpoint.checkpoint(block, tokens, rope=rope, use_reentrant=False)
+                tokens = checkpoint(block, tokens, rope=rope, use_reentrant=False)
             else:
                 tokens = block(tokens, rope=rope)  # (B, R+N', E)
             if collect is not None and i in collect:
