@@ -9,7 +9,7 @@ from torch import nn
 
 from nnssl.config.enums import look_up_option
 from nnssl.errors import NnsslError
-from nnssl.models.registry import encoder_entry
+from nnssl.models.registry import encoder_entry, list_encoders
 
 _BUILTIN_MODULES = ("nnssl.methods.mae", "nnssl.methods.simmim", "nnssl.methods.dae", "nnssl.methods.swin_ssl")
 
@@ -59,18 +59,12 @@ def check_compatible(method: str, encoder: str) -> None:
     cls = method_class(method)
     entry = encoder_entry(encoder)
     if cls.requires_token_drop and not entry.cls.supports_token_drop:
-        usable = [name for name in _usable_encoders()]
+        usable = [name for name in list_encoders() if encoder_entry(name).cls.supports_token_drop]
         raise NnsslError(
             f"method {method!r} runs the encoder on visible tokens only, which encoder {encoder!r} cannot do "
             f"(windowed attention needs the full token grid); use one of: {', '.join(usable)}, "
             f"or method simmim/dae/swin_ssl with {encoder!r}"
         )
-
-
-def _usable_encoders() -> list[str]:
-    from nnssl.models.registry import list_encoders
-
-    return [name for name in list_encoders() if encoder_entry(name).cls.supports_token_drop]
 
 
 def build_method(name: str, encoder: nn.Module, **kwargs: Any) -> nn.Module:
