@@ -67,8 +67,11 @@ def median_target_spacing(
     aniso_voxels = median_shape[worst] * anisotropy_threshold < min(median_shape[i] for i in others)
     median_text = "x".join(f"{v:.4g}" for v in target)
     if not (aniso_spacing and aniso_voxels):
-        why = ("it is not anisotropic" if not aniso_spacing
-               else f"axis {AXIS_NAMES[worst]} is coarse but has enough voxels ({median_shape[worst]:.0f})")
+        fewest_other = min(median_shape[i] for i in others)
+        why = (f"no axis is more than {anisotropy_threshold:g}x coarser than the others" if not aniso_spacing
+               else f"axis {AXIS_NAMES[worst]} is {target[worst] / coarsest_other:.2f}x coarser than the others but "
+                    f"its median {median_shape[worst]:.0f} voxels are not {anisotropy_threshold:g}x fewer than the "
+                    f"other axes' {fewest_other:.0f}")
         return SpacingDecision(_as_tuple(target),
                                f"spacing {median_text} mm (Z x Y x X) is the median over {len(spacings)} cases; "
                                f"nnU-Net's anisotropy rule does not apply because {why}.")
