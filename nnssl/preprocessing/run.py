@@ -20,7 +20,7 @@ import numpy as np
 from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params, nnUNetDatasetBlosc2
 
 from nnssl.config.plans import Plans
-from nnssl.data.dataset import case_files, complete_identifiers, data_folder
+from nnssl.data.dataset import DATA_SUFFIX, PROPERTIES_SUFFIX, SEG_SUFFIX, case_files, data_folder
 from nnssl.data.raw_dataset import RawCase, list_raw_cases
 from nnssl.planning.process_pool import map_cases
 from nnssl.preprocessing.preprocessor import preprocess_case
@@ -81,17 +81,26 @@ def _is_done(folder: Path, identifier: str, key: str) -> bool:
         return False
 
 
+def _identifier_of(name: str) -> str | None:
+    """``"a_seg.b2nd"``, ``"a.b2nd"``, ``"a.pkl"`` -> ``"a"``; None for other files."""
+    for suffix in (SEG_SUFFIX, DATA_SUFFIX, PROPERTIES_SUFFIX):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def clean_folder(folder: Path, identifiers: list[str]) -> None:
-    """Remove leftovers of killed runs (temp folders) and cases no longer in the raw dataset."""
+    """Remove leftovers of killed runs (temp folders) and the files of cases no longer in the raw dataset."""
     keep = set(identifiers)
+    gone = set()
     for path in folder.iterdir():
         if path.name.startswith(TEMP_PREFIX):
             shutil.rmtree(path, ignore_errors=True)
-    for identifier in complete_identifiers(folder):
-        if identifier not in keep:
-            print(f"removing preprocessed case {identifier}: it is no longer in the raw dataset")
-            for file in case_files(folder, identifier):
-                file.unlink(missing_ok=True)
+        elif (identifier := _identifier_of(path.name)) is not None and identifier not in keep:
+            path.unlink(missing_ok=True)
+            gone.add(identifier)
+    if gone:
+        print(f"removed {len(gone)} preprocessed case(s) no longer in the raw dataset: {', '.join(sorted(gone))}")
 
 
 def preprocess_dataset(raw_dataset: Path, preprocessed_dataset: Path, plans: Plans,

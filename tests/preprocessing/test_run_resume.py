@@ -120,3 +120,17 @@ def test_parallel_equals_serial(prepared, tmp_path):
     for identifier in serial:
         for a, b in zip(serial[identifier], parallel[identifier], strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_cases_removed_from_the_raw_dataset_are_removed(prepared):
+    raw, preprocessed, plans = prepared
+    preprocess_dataset(raw, preprocessed, plans, num_processes=1)
+    folder = preprocessed / "nnsslPlans_3d"
+    case_files(folder, "ct_c")[2].unlink()  # ct_c half-written ...
+    for path in (raw / "imagesTr").glob("ct_c_*"):  # ... and then deleted from the raw dataset
+        path.unlink()
+    meta = (raw / "dataset.json").read_text()
+    (raw / "dataset.json").write_text(meta.replace('"numTraining": 3', '"numTraining": 2'))
+    assert preprocess_dataset(raw, preprocessed, plans, num_processes=1) == []
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        f"{c}{suffix}" for c in ("ct_a", "ct_b") for suffix in (".b2nd", "_seg.b2nd", ".pkl"))
