@@ -55,6 +55,9 @@ from nnssl.training.schedules import build_scheduler
 AUTOCAST_DTYPE = {"cuda": torch.bfloat16}
 # Parameters without weight decay besides biases and norm weights (ndim <= 1), as in MAE/timm.
 NO_DECAY_NAME_PARTS = ("pos_embed", "mask_token", "cls_token", "register_tokens")
+# Devices with torch's fused AdamW kernel: one kernel for all tensors instead of a loop over ~300 parameter tensors
+# (37 -> 13 ms per step for primus_s on one CPU thread).
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 LOG_FILE = "training_log.txt"
 PROGRESS_PNG = "progress.png"
 RECON_PNG = "recon_epoch_{epoch:03d}.png"
@@ -146,7 +149,8 @@ class Pretrainer:
             (no_decay if skip else decay).append(param)
         groups = [{"params": decay, "weight_decay": self.config.weight_decay},
                   {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=tuple(self.config.betas))
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=tuple(self.config.betas),
+                                 fused=self.device.type in FUSED_ADAMW_DEVICES)
 
     def get_training_transforms(self) -> Any:
         return build_pretraining_transforms(self.patch_size) if self.config.augment else None
@@ -334,6 +338,9 @@ def run_pretraining(config: PretrainConfig, plans: Plans, data_folder: Path, out
             config.save(output_folder / PRETRAIN_CONFIG_FILE)
         if continue_training:
             trainer.load_state(load_checkpoint(resume_from))  # CPU; load_state_dict moves to the device
+            if trainer.start_epoch >= config.epochs:
+                raise NnsslError(f"{resume_from} is already at epoch {trainer.start_epoch}; pass --epochs larger "
+                                 "than that to train on")
             trainer.log(f"continuing from {resume_from.name} after epoch {trainer.start_epoch} "
                         f"(nnssl {__version__})")
         trainer.run()
