@@ -9,9 +9,10 @@
 # settings, with Python 3.12 from Ubuntu. The pinned torch 2.14.1 wheel brings its own CUDA 13 libraries (cuBLAS,
 # cuDNN, NCCL... as pip packages from constraints.txt), so a "-runtime"/"-cudnn" image would only add a second copy.
 # The driver comes from the host (NVIDIA container toolkit, driver >= 580 for CUDA 13).
-# Any Debian/Ubuntu image with python3 >= 3.11 works as BASE (the pins need >= 3.11: numpy 2.4, scipy 1.17, pandas 3);
-# the repository's container test builds on a debootstrapped Debian bookworm (Python 3.11) without a registry.
-# CPU-only image (about 1 GB instead of about 6 GB; not exercised by the tests here):
+# BASE may be another Debian/Ubuntu image with python3 >= 3.11 (the pins need it: numpy 2.4, scipy 1.17, pandas 3).
+# Built and run by the tests here: a debootstrapped Debian bookworm (Python 3.11), no registry. For the default
+# (Python 3.12) only a pip dry-run resolution of constraints.txt for cp312/manylinux was checked here.
+# CPU-only image (no CUDA wheels; the default image is about 7 GB; not built by the tests here):
 #   docker build --build-arg PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu -t nnssl:cpu .
 # (pip then picks torch 2.14.1+cpu / torchvision 0.29.1+cpu, which satisfy the ==2.14.1 / ==0.29.1 pins.)
 ARG BASE=nvidia/cuda:13.0.1-base-ubuntu24.04
