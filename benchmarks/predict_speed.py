@@ -141,8 +141,8 @@ def time_sliding_window(trainer_name: str, root: Path, device: str) -> dict:
     dataset = nnUNetDatasetBlosc2(str(root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID}_{DATASET_NAME}" /
                                       "nnUNetPlans_3d_fullres"))
     data = torch.from_numpy(dataset.load_case(dataset.identifiers[0])[0][:])  # (C, Z, Y, X)
-    predictor.predict_sliding_window_return_logits(data)  # warm-up (cuDNN autotune, allocator)
     if device == "cuda":
+        predictor.predict_sliding_window_return_logits(data)  # warm-up (cuDNN autotune, allocator)
         torch.cuda.synchronize()
     cpu_start, start = time.process_time(), time.perf_counter()
     predictor.predict_sliding_window_return_logits(data)
