@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# nnU-Net finds SSLViTTrainer & co. through this folder (see README, 'Folders').
+export nnUNet_extTrainer ?= $(CURDIR)/nnssl_trainers/ext
 
 .PHONY: venv demo test lint image clean
 
