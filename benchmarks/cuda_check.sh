@@ -44,13 +44,15 @@ PY=python3
 [[ -x $REPO/.venv/bin/python ]] && PY=$REPO/.venv/bin/python
 nvidia-smi > "$OUT/nvidia_smi.txt" 2>&1 || echo "nvidia-smi not available"
 if ! "$PY" -c "import nnunetv2, batchgeneratorsv2, dynamic_network_architectures, monai, blosc2" 2>/dev/null; then
-    echo "installing ${#WHEELS[@]} wheels from .whl/ into /tmp/site"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    files=()  # exactly our pins: .whl/ may hold other sessions' wheels too
+    for spec in "${WHEELS[@]}"; do files+=(.whl/"${spec%%==*}-${spec##*==}"-*.whl); done
+    echo "installing ${#files[@]} wheels from .whl/ into /tmp/site"
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "${files[@]}" \
         || { echo "FAIL: wheel install (run 'bash benchmarks/cuda_check.sh prepare' here and carry .whl)"; exit 1; }
     export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
-"$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name(0))"
+"$PY" -c "import torch; c = torch.cuda.is_available(); print('torch', torch.__version__, 'cuda', c, c and torch.cuda.get_device_name(0))"
 
 export nnssl_preprocessed=$DATA/preprocessed nnssl_results=/tmp/nnssl_results nnssl_raw=/tmp/nnssl_raw
 rm -rf "$nnssl_results"
