@@ -16,6 +16,7 @@ CLI = {
     "nnssl_pretrain": "nnssl.cli.pretrain:main",
     "nnssl_transfer_plans": "nnssl.cli.transfer_plans:main",
     "nnssl_demo": "nnssl.cli.demo:main",
+    "nnssl_benchmark": "nnssl.cli.benchmark:main",
 }
 
 setup(

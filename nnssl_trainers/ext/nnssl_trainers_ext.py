@@ -20,6 +20,7 @@ from nnssl_trainers.short import (
     nnsslUNetTrainer_short,
     nnsslUNetTrainer_tiny,
 )
+from nnssl_trainers.study import SSLViTTrainer_scratch_study, SSLViTTrainer_study, nnsslUNetTrainer_study
 from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
 from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
 
@@ -28,4 +29,5 @@ __all__ = [
     "SSLViTTrainer_short", "SSLViTTrainer_scratch_short", "SSLViTTrainer_tiny", "SSLViTTrainer_scratch_tiny",
     "SSLSwinTrainer_short", "SSLSwinTrainer_scratch_short", "SSLSwinTrainer_tiny", "SSLSwinTrainer_scratch_tiny",
     "nnsslUNetTrainer_short", "nnsslUNetTrainer_tiny",
+    "SSLViTTrainer_study", "SSLViTTrainer_scratch_study", "nnsslUNetTrainer_study",
 ]

@@ -1,0 +1,173 @@
+"""The study's preparation: pretraining data -> pretraining -> nnU-Net preprocessing -> matched plans.
+
+Each step is the real console command and is skipped when its output is already complete, so a finished pretraining
+of the pretraining dataset (same method and encoder) is reused and a killed one continues with ``--c``:
+
+    nnssl_plan_and_preprocess -d PD -np N                      # only when pretraining must run
+    nnssl_pretrain -d PD -m METHOD -e ENCODER --epochs ... --device D [--c]
+    nnUNetv2_plan_and_preprocess -d D -c 3d_fullres -np N
+    nnssl_transfer_plans -d D --checkpoint <pretraining>/checkpoint_final.pth -np N
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nnssl.cli.benchmark_budget import NNUNET_PLANS, PretrainSettings
+from nnssl.cli.benchmark_study import (
+    CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST,
+    CONFIGURATION,
+    NNUNET_PREPROCESSED,
+    StudyConfig,
+)
+from nnssl.config.plans import DEFAULT_PLANS_NAME
+from nnssl.config.pretrain import PRETRAIN_CONFIG_FILE, run_folder_name
+from nnssl.config.pretrained import PRETRAINED_KEY, file_sha256
+from nnssl.data.dataset import complete_identifiers, data_folder, plans_file
+from nnssl.data.raw_dataset import list_raw_cases
+from nnssl.errors import NnsslError
+from nnssl.paths import PREPROCESSED, RAW, RESULTS, env_folder, find_dataset, parse_dataset_name
+
+
+@dataclass(frozen=True)
+class Step:
+    """One preparation step: ``command`` None when its output is complete and reused."""
+
+    name: str
+    command: list[str] | None
+    note: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PretrainingTarget:
+    """Where the study's pretraining lives."""
+
+    dataset_name: str
+    run_folder: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_folder / CHECKPOINT_FINAL
+
+
+def resolve_pretraining(config: StudyConfig) -> PretrainingTarget:
+    """The pretraining dataset's full name (from ``$nnssl_results``, ``$nnssl_preprocessed`` or ``$nnssl_raw``) and
+    the run folder of the budget's method and encoder.
+
+    Raises:
+        NnsslError: the pretraining dataset is in none of the three folders.
+    """
+    settings = config.budget.pretraining
+    for variable in (RESULTS, PREPROCESSED, RAW):
+        try:
+            name = find_dataset(env_folder(variable), config.pretrain_dataset).name
+        except NnsslError:
+            continue
+        run = env_folder(RESULTS) / name / run_folder_name(settings.method, settings.encoder, DEFAULT_PLANS_NAME)
+        return PretrainingTarget(name, run)
+    raise NnsslError(f"no pretraining dataset {config.pretrain_dataset!r} in ${RAW}, ${PREPROCESSED} or ${RESULTS}; "
+                     f"create it with `nnssl_convert` or `nnssl_make_phantoms --unlabeled N -d "
+                     f"{config.pretrain_dataset}`")
+
+
+def nnunet_dataset_id(raw_folder: Path) -> str:
+    """``Dataset501_X`` -> ``"501"`` (nnU-Net's commands take the number).
+
+    Raises:
+        NnsslError: the folder is not named ``DatasetXXX_Name``.
+    """
+    parsed = parse_dataset_name(Path(raw_folder).name)
+    if parsed is None:
+        raise NnsslError(f"{raw_folder} is not a DatasetXXX_Name folder; rename it the nnU-Net way")
+    return str(parsed[0])
+
+
+def _complete(folder: Path, identifiers: list[str]) -> bool:
+    return set(identifiers) <= set(complete_identifiers(folder))
+
+
+def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[Step]:
+    """Steps for the pretraining data and the pretraining (nothing when its final checkpoint exists)."""
+    settings = config.budget.pretraining
+    cost = config.budget.cost
+    if target.checkpoint.is_file():
+        return [Step("pretraining", None, f"reusing the finished pretraining {target.checkpoint}")]
+    steps = []
+    preprocessed = env_folder(PREPROCESSED) / target.dataset_name
+    raw = env_folder(RAW) / target.dataset_name
+    identifiers = [c.identifier for c in list_raw_cases(raw)] if raw.is_dir() else []
+    if not plans_file(preprocessed).is_file() or not _complete(data_folder(preprocessed), identifiers):
+        steps.append(Step("pretraining data", ["nnssl_plan_and_preprocess", "-d", target.dataset_name, "-np",
+                                               str(config.num_processes)],
+                          f"plan and preprocess {target.dataset_name}", cost.preprocessing_s / 2))
+    else:
+        steps.append(Step("pretraining data", None, f"reusing {plans_file(preprocessed)}"))
+    resume = (target.run_folder / CHECKPOINT_LATEST).is_file()
+    command = ["nnssl_pretrain", "-d", target.dataset_name, *pretrain_arguments(settings), "--device", config.device,
+               "-np", str(config.num_processes), *(["--c"] if resume else [])]
+    note = f"{'continue' if resume else 'run'} {settings.method} on {settings.encoder}, {settings.steps} steps"
+    steps.append(Step("pretraining", command, note, settings.steps * cost.pretrain_step_s))
+    return steps
+
+
+def pretrain_arguments(settings: PretrainSettings) -> list[str]:
+    """The ``nnssl_pretrain`` options of a budget."""
+    return ["-m", settings.method, "-e", settings.encoder, "--epochs", str(settings.epochs), "--iters-per-epoch",
+            str(settings.iters_per_epoch), "--batch-size", str(settings.batch_size)]
+
+
+def downstream_steps(config: StudyConfig, raw_folder: Path, checkpoint: Path) -> list[Step]:
+    """nnU-Net planning/preprocessing of the labeled dataset and the plans matched to ``checkpoint``."""
+    dataset_id = nnunet_dataset_id(raw_folder)
+    identifiers = [c.identifier for c in list_raw_cases(raw_folder)]
+    folder = env_folder(NNUNET_PREPROCESSED) / raw_folder.name
+    cost = config.budget.cost
+    steps = []
+    if (folder / f"{NNUNET_PLANS}.json").is_file() and _complete(folder / f"{NNUNET_PLANS}_{CONFIGURATION}",
+                                                                 identifiers):
+        steps.append(Step("nnU-Net preprocessing", None, f"reusing {folder / NNUNET_PLANS}.json"))
+    else:
+        steps.append(Step("nnU-Net preprocessing", ["nnUNetv2_plan_and_preprocess", "-d", dataset_id, "-c",
+                                                    CONFIGURATION, "-np", str(config.num_processes)],
+                          f"plan and preprocess {raw_folder.name}", cost.preprocessing_s / 2))
+    if any(t.plans == DEFAULT_PLANS_NAME for t in config.trainers):
+        matched = _matched_plans_current(folder, checkpoint, identifiers)
+        command = None if matched else ["nnssl_transfer_plans", "-d", dataset_id, "--checkpoint", str(checkpoint),
+                                        "-np", str(config.num_processes)]
+        note = f"reusing {folder / DEFAULT_PLANS_NAME}.json" if matched else \
+            f"plans of {raw_folder.name} matched to the pretraining"
+        steps.append(Step("matched plans", command, note, 0.0 if matched else cost.preprocessing_s / 4))
+    return steps
+
+
+def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str]) -> bool:
+    """``nnsslPlans.json`` exists, points at ``checkpoint`` with its current sha256, and its data is complete."""
+    plans = folder / f"{DEFAULT_PLANS_NAME}.json"
+    if not plans.is_file() or not checkpoint.is_file():
+        return False
+    try:
+        block = json.loads(plans.read_text())["configurations"][CONFIGURATION][PRETRAINED_KEY]
+    except (json.JSONDecodeError, KeyError):
+        return False
+    same = Path(block.get("checkpoint", "")).resolve() == checkpoint.resolve() and \
+        block.get("sha256") == file_sha256(checkpoint)
+    return same and _complete(folder / f"{DEFAULT_PLANS_NAME}_{CONFIGURATION}", identifiers)
+
+
+def pretraining_facts(target: PretrainingTarget) -> dict[str, Any]:
+    """What the report says about the pretraining: checkpoint, sha256, its config and its number of images."""
+    facts: dict[str, Any] = {"dataset": target.dataset_name, "checkpoint": str(target.checkpoint)}
+    if target.checkpoint.is_file():
+        facts["sha256"] = file_sha256(target.checkpoint)
+    config_file = target.run_folder / PRETRAIN_CONFIG_FILE
+    if config_file.is_file():
+        saved = json.loads(config_file.read_text())
+        facts["config"] = {k: saved.get(k) for k in ("method", "encoder", "epochs", "iters_per_epoch", "batch_size",
+                                                      "patch_size", "device")}
+    raw = env_folder(RAW) / target.dataset_name
+    facts["num_images"] = len(list_raw_cases(raw)) if raw.is_dir() else None
+    return facts
