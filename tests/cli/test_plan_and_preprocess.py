@@ -137,17 +137,3 @@ def test_console_script_exit_code_and_one_line(raw):
     assert result.stderr.strip().startswith("nnssl: error: no dataset '977'")
     assert len(result.stderr.strip().splitlines()) == 1
 
-
-def test_demo_points_unset_folders_into_its_output_and_reuses_steps(tmp_path, monkeypatch, capsys):
-    from nnssl.cli import demo
-
-    for variable in demo.FOLDER_VARIABLES:
-        monkeypatch.setenv(variable, "")  # unset for the demo; monkeypatch restores whatever the demo sets
-    output = tmp_path / "demo_output"
-    assert demo.main(["-o", str(output), "-n", "2", "-np", "1"]) == 0
-    first = capsys.readouterr().out
-    data = output / "nnssl_preprocessed" / "Dataset500_PhantomCTUnlabeled" / "nnsslPlans_3d"
-    assert str(data) in first and len(PreprocessedDataset(data.parent)) == 2
-    assert demo.main(["-o", str(output), "-n", "2", "-np", "1"]) == 0
-    second = capsys.readouterr().out
-    assert "reusing phantoms" in second and "all 2 cases are already preprocessed" in second
