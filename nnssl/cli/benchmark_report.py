@@ -20,6 +20,7 @@ RESULTS_VERSION = 1
 DICE_POINTS = 100  # Dice 0..1 reported in points 0..100
 GOAL_MARGIN_POINTS = 5.0  # issue goal: pretrained >= scratch + 5 Dice points at k <= GOAL_MAX_K
 GOAL_MAX_K = 4
+DIFF_DIGITS = 9  # rounding of mean differences, so float noise never flips a verdict (-1e-15 is 0)
 PLOT_SIZE_IN = (7.0, 4.5)
 PLOT_DPI = 110
 
@@ -29,7 +30,8 @@ def _k_sort_key(run: dict[str, Any]) -> tuple[int, int]:
 
 
 def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{trainer: {k: {"num_train", "n", "<metric>_mean", "<metric>_sd", "repeats"}}}``, k in training-size order."""
+    """``{trainer: {k: {"num_train", "repeats", "n", "<metric>_mean", "<metric>_sd"}}}``, k in training-size order;
+    ``n`` counts the repeats with a Dice."""
     summary: dict[str, dict[str, dict[str, Any]]] = {}
     for run in sorted(runs, key=_k_sort_key):
         entry = summary.setdefault(run["trainer"], {}).setdefault(run["k"], {"num_train": run["num_train"],
@@ -39,9 +41,10 @@ def summarize(runs: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, A
             entry.setdefault(metric, []).append(from_json_safe(run["metrics"]["mean"][metric]))
     for per_k in summary.values():
         for entry in per_k.values():
-            entry["n"] = len(entry["repeats"])
             for metric in METRICS:
                 values = [v for v in entry.pop(metric) if not math.isnan(v)]
+                if metric == METRICS[0]:
+                    entry["n"] = len(values)  # repeats with a Dice (all-empty held-out predictions have none)
                 entry[f"{metric}_mean"] = float(np.mean(values)) if values else math.nan
                 entry[f"{metric}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
     return summary
@@ -59,7 +62,7 @@ def paired_differences(runs: Sequence[dict[str, Any]], better: str, baseline: st
     for entry in out.values():
         diffs = [d for d in entry.pop("diffs") if not math.isnan(d)]
         entry["n"] = len(diffs)
-        entry["mean"] = float(np.mean(diffs)) if diffs else math.nan
+        entry["mean"] = round(float(np.mean(diffs)), DIFF_DIGITS) + 0.0 if diffs else math.nan  # no "-0.0"
         entry["sd"] = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else math.nan
     return out
 
@@ -130,12 +133,12 @@ def _goal_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
         for k, entry in diffs.items():
             small = k != "all" and int(k) <= GOAL_MAX_K
             if baseline == "SSLViTTrainer_scratch" and not small:
-                verdict = "(outside the goal's k <= 4)"
+                verdict = f"the goal is for k ≤ {GOAL_MAX_K}"
             else:
-                verdict = "met" if entry["mean"] >= margin else "NOT met"
+                verdict = f"goal ≥ {margin:+.0f}: " + ("met" if entry["mean"] >= margin else "NOT met")
             sd = "" if math.isnan(entry["sd"]) else f" ± {entry['sd']:.1f}"
             lines.append(f"- k={k}: SSLViTTrainer − {baseline} = {entry['mean']:+.1f}{sd} Dice points "
-                         f"(paired over {entry['n']} repeats; goal ≥ {margin:+.0f}: {verdict})")
+                         f"(paired over {entry['n']} repeats; {verdict})")
     return lines or ["- (needs SSLViTTrainer and a baseline in --trainers)"]
 
 
