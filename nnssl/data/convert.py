@@ -7,6 +7,8 @@ per folder allowed). A file that cannot be used is reported with the reason and 
 """
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
 import re
 from collections.abc import Iterator
@@ -113,10 +115,12 @@ def discover_sources(input_folder: Path) -> tuple[list[SourceImage], list[Path]]
             found.append((ident, str(path), (path,), SourceKind.FILE))
         if not others:
             continue
-        series_ids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+        with keep_locale():
+            series_ids = sorted(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
         claimed: set[Path] = set()
         for k, series_id in enumerate(series_ids, start=1):
-            files = tuple(Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
+            with keep_locale():
+                files = tuple(Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_id))
             claimed.update(files)
             ident = _relative_id(folder.relative_to(root), root.name)
             suffix = f"_series{k}" if len(series_ids) > 1 else ""
@@ -125,6 +129,17 @@ def discover_sources(input_folder: Path) -> tuple[list[SourceImage], list[Path]]
         ignored.extend(p for p in others if p not in claimed)
     ids = _make_unique([f[0] for f in found])
     return [SourceImage(i, d, files, kind) for i, (_, d, files, kind) in zip(ids, found, strict=True)], ignored
+
+
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process locale after a GDCM call: GDCM switches it to "C", after which Python's default text
+    encoding becomes ASCII for the rest of the process (``Path.read_text`` then fails on any non-ASCII file)."""
+    saved = locale.setlocale(locale.LC_ALL)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
@@ -143,7 +158,8 @@ def _read_dicom_series(source: SourceImage) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(f) for f in source.files])
     reader.MetaDataDictionaryArrayUpdateOn()
-    image = reader.Execute()
+    with keep_locale():
+        image = reader.Execute()
     _check_slice_steps(reader, image, source.description)
     return image
 

@@ -3,6 +3,7 @@ cases run the console script in a subprocess and check stderr and the exit code)
 from __future__ import annotations
 
 import json
+import locale
 import os
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnssl.data import convert as convert_module
-from nnssl.data.convert import SourceKind, convert_folder, discover_sources, sanitize_identifier
+from nnssl.data.convert import SourceKind, convert_folder, discover_sources, keep_locale, sanitize_identifier
 from nnssl.data.raw_dataset import list_raw_cases
 from nnssl.data.raw_writer import STAGING_PREFIX
 from nnssl.errors import NnsslError
@@ -52,7 +53,8 @@ def _write_dicom_series(folder: Path, array: np.ndarray, series_uid: str, spacin
         for key, value in tags.items():
             image.SetMetaData(key, value)
         writer.SetFileName(str(folder / f"{series_uid.rsplit('.', 1)[1]}_{k:03d}.dcm"))
-        writer.Execute(image)
+        with keep_locale():  # GDCM's writer switches the process locale too
+            writer.Execute(image)
 
 
 def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -80,6 +82,7 @@ def test_sanitize_identifier(text, expected):
 
 def test_discover_sources_ids_are_readable_and_unique(tmp_path):
     root = tmp_path / "in"
+    encoding_before = locale.getpreferredencoding(False)
     _write(root / "lung_0000.nii.gz", _ct())
     _write(root / "lung.nrrd", _ct())  # same id after dropping _0000 -> made unique
     _write(root / "p 1" / "ct.mha", _ct())
@@ -98,6 +101,7 @@ def test_discover_sources_ids_are_readable_and_unique(tmp_path):
     assert len(by_id["dicom_study_series2"].files) == 6
     assert by_id["p2_ct"].files == (root / "p2" / "ct.nii",)
     assert ignored == [root / "README.md"]
+    assert locale.getpreferredencoding(False) == encoding_before, "GDCM changed the process locale"
 
 
 def _check_same_image(converted: Path, original: sitk.Image) -> None:
