@@ -52,15 +52,20 @@ def open_study(config: StudyConfig, write: bool) -> tuple[Study, list[Step]]:
     """The study of ``config`` (``study.json`` read or created) and its preparation steps."""
     raw = find_dataset(env_folder(NNUNET_RAW), config.dataset)
     target = resolve_pretraining(config)
-    study = Study.open(config, raw, write=write)
+    study = Study.open(config, raw, write=write)  # draws or reads the held-out cases
     if SEEN_KEY not in study.state:
         held = set(study.heldout)
         images = {c.identifier: c.files for c in list_raw_cases(raw) if c.identifier in held}
         study.state[SEEN_KEY] = heldout_images_seen(images, env_folder(RAW) / target.dataset_name)
         if write:
             write_json_atomic(study.state, Path(config.output) / STUDY_FILE)
-    steps = pretraining_steps(config, target) + downstream_steps(config, raw, target.checkpoint)
-    return study, steps
+    return study, preparation_steps(config, raw)
+
+
+def preparation_steps(config: StudyConfig, raw: Path) -> list[Step]:
+    """Pretraining data, pretraining, nnU-Net preprocessing, matched plans: each reused or to run (in order)."""
+    target = resolve_pretraining(config)
+    return pretraining_steps(config, target) + downstream_steps(config, raw, target.checkpoint)
 
 
 def describe_plan(study: Study, steps: Sequence[Step]) -> str:
@@ -123,14 +128,7 @@ def run_benchmark(config: StudyConfig, argv: Sequence[str] = (), dry_run: bool =
         print(describe_plan(study, steps))
         return None
     env = base_environment(config.num_processes)
-    log = study.log_file
-    for step in steps:
-        if step.command is None:
-            print(f"nnssl: {step.name}: {step.note}")
-            continue
-        print(f"nnssl: {step.name}: {step.note} ...", flush=True)
-        seconds = execute(step.command, env, log(step.name.replace(" ", "_")))
-        print(f"nnssl: {step.name}: done in {seconds:.0f} s")
+    prepare(study, steps, env, execute)
     runs = study.runs()
     results = []
     for index, run in enumerate(runs, 1):
@@ -147,6 +145,35 @@ def run_benchmark(config: StudyConfig, argv: Sequence[str] = (), dry_run: bool =
     report = write_report(config.output, study.state, setup, results)
     print(f"nnssl: report {report.resolve()}")
     return report
+
+
+def prepare(study: Study, steps: list[Step], env: dict[str, str], execute: Executor) -> None:
+    """Run the pending preparation steps in order, re-planning after each (later steps read what it wrote).
+
+    Raises:
+        NnsslError: a step's command succeeded but its output is still incomplete (names the log).
+    """
+    announced: set[str] = set()
+    while True:
+        for step in steps:
+            if step.command is None and step.name not in announced:
+                print(f"nnssl: {step.name}: {step.note}")
+                announced.add(step.name)
+        step = next((s for s in steps if s.command is not None), None)
+        if step is None:
+            return
+        if step.name in announced:
+            raise NnsslError(f"{step.name}: `{shlex.join(step.command)}` finished but its output is incomplete; see "
+                             f"{study.log_file(_log_name(step))}")
+        print(f"nnssl: {step.name}: {step.note} ...", flush=True)
+        seconds = execute(step.command, env, study.log_file(_log_name(step)))
+        print(f"nnssl: {step.name}: done in {seconds:.0f} s")
+        announced.add(step.name)
+        steps = preparation_steps(study.config, study.raw_folder)
+
+
+def _log_name(step: Step) -> str:
+    return step.name.replace(" ", "_")
 
 
 def build_parser() -> argparse.ArgumentParser:

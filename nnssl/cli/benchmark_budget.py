@@ -138,7 +138,7 @@ BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
         variants={"SSLViTTrainer": "SSLViTTrainer_study", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_study",
                   "nnUNetTrainer": "nnsslUNetTrainer_study"},
         epochs=10, iterations_per_epoch=20, val_iterations_per_epoch=2,
-        pretraining=PretrainSettings("mae", "vit_tiny", epochs=20, iters_per_epoch=50, batch_size=2),
+        pretraining=PretrainSettings("mae", "vit_tiny", epochs=100, iters_per_epoch=50, batch_size=2),
         cost=_CPU_COST,
         notes=("200 steps are far from converged: the study shows the early, label-starved regime",)),
     StudyBudget(

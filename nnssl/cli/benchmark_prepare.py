@@ -6,7 +6,10 @@ of the pretraining dataset (same method and encoder) is reused and a killed one 
     nnssl_plan_and_preprocess -d PD -np N                      # only when pretraining must run
     nnssl_pretrain -d PD -m METHOD -e ENCODER --epochs ... --device D [--c]
     nnUNetv2_plan_and_preprocess -d D -c 3d_fullres -np N
-    nnssl_transfer_plans -d D --checkpoint <pretraining>/checkpoint_final.pth -np N
+    nnssl_transfer_plans -d D --checkpoint <pretraining>/checkpoint_final.pth --patch-size <nnU-Net's> -np N
+
+The matched plans use nnU-Net's 3d_fullres patch size (on the encoder's grid), so every compared trainer sees the same
+field of view.
 """
 from __future__ import annotations
 
@@ -29,6 +32,7 @@ from nnssl.config.pretrained import PRETRAINED_KEY, file_sha256
 from nnssl.data.dataset import complete_identifiers, data_folder, plans_file
 from nnssl.data.raw_dataset import list_raw_cases
 from nnssl.errors import NnsslError
+from nnssl.models.finetune_arch import finetune_architecture
 from nnssl.paths import PREPROCESSED, RAW, RESULTS, env_folder, find_dataset, parse_dataset_name
 
 
@@ -135,27 +139,53 @@ def downstream_steps(config: StudyConfig, raw_folder: Path, checkpoint: Path) ->
                                                     CONFIGURATION, "-np", str(config.num_processes)],
                           f"plan and preprocess {raw_folder.name}", cost.preprocessing_s / 2))
     if any(t.plans == DEFAULT_PLANS_NAME for t in config.trainers):
-        matched = _matched_plans_current(folder, checkpoint, identifiers)
+        patch = nnunet_patch_size(folder)
+        matched = patch is not None and _matched_plans_current(folder, checkpoint, identifiers, patch)
         command = None if matched else ["nnssl_transfer_plans", "-d", dataset_id, "--checkpoint", str(checkpoint),
-                                        "-np", str(config.num_processes)]
+                                        "-np", str(config.num_processes),
+                                        *(["--patch-size", *map(str, patch)] if patch else [])]
         note = f"reusing {folder / DEFAULT_PLANS_NAME}.json" if matched else \
-            f"plans of {raw_folder.name} matched to the pretraining"
+            f"plans of {raw_folder.name} matched to the pretraining, at nnU-Net's patch size " \
+            f"{'x'.join(map(str, patch)) if patch else '(known once nnU-Net has planned)'}"
         steps.append(Step("matched plans", command, note, 0.0 if matched else cost.preprocessing_s / 4))
     return steps
 
 
-def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str]) -> bool:
-    """``nnsslPlans.json`` exists, points at ``checkpoint`` with its current sha256, and its data is complete."""
+def nnunet_patch_size(folder: Path) -> list[int] | None:
+    """nnU-Net's 3d_fullres patch size in the raw images' axis order (``nnssl_transfer_plans --patch-size``), so the
+    ViTs fine-tune on the same field of view as nnU-Net's CNN; None before nnU-Net has planned."""
+    try:
+        plans = json.loads((folder / f"{NNUNET_PLANS}.json").read_text())
+        patch = [int(v) for v in plans["configurations"][CONFIGURATION]["patch_size"]]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    transpose = [int(a) for a in plans.get("transpose_forward", range(len(patch)))]
+    original = [0] * len(patch)
+    for index, axis in enumerate(transpose):  # nnU-Net stores the patch in transposed order
+        original[axis] = patch[index]
+    return original
+
+
+def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str], patch: list[int]) -> bool:
+    """``nnsslPlans.json`` points at ``checkpoint`` with its current sha256, its patch is nnU-Net's ``patch`` on the
+    encoder grid (within one grid step per axis), and its data is complete."""
     plans = folder / f"{DEFAULT_PLANS_NAME}.json"
     if not plans.is_file() or not checkpoint.is_file():
         return False
     try:
-        block = json.loads(plans.read_text())["configurations"][CONFIGURATION][PRETRAINED_KEY]
-    except (json.JSONDecodeError, KeyError):
+        content = json.loads(plans.read_text())
+        conf = content["configurations"][CONFIGURATION]
+        block = conf[PRETRAINED_KEY]
+        transpose = [int(a) for a in content.get("transpose_forward", range(len(patch)))]
+        ours = [int(v) for v in conf["patch_size"]]
+        grid = max(finetune_architecture(block["encoder"]).patch_multiple)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, NnsslError):
         return False
+    wanted = [patch[a] for a in transpose]
     same = Path(block.get("checkpoint", "")).resolve() == checkpoint.resolve() and \
         block.get("sha256") == file_sha256(checkpoint)
-    return same and _complete(folder / f"{DEFAULT_PLANS_NAME}_{CONFIGURATION}", identifiers)
+    near = all(abs(a - b) < grid for a, b in zip(ours, wanted, strict=True))
+    return same and near and _complete(folder / f"{DEFAULT_PLANS_NAME}_{CONFIGURATION}", identifiers)
 
 
 def pretraining_facts(target: PretrainingTarget) -> dict[str, Any]:

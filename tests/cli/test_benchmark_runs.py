@@ -21,11 +21,13 @@ import SimpleITK as sitk
 from nnssl.cli.benchmark import build_parser, config_from_args, main, run_benchmark
 from nnssl.cli.benchmark_study import STUDY_FILE
 from nnssl.errors import NnsslError
+from nnssl.models.registry import build_encoder
 
 LABELED, UNLABELED = "Dataset501_Tiny", "Dataset500_Unlabeled"
 SHAPE = (8, 12, 12)
 TUMOUR_SIDES = (0, 2, 3, 4, 5, 6, 7)  # one tumour-free case
 TRAIN = "nnUNetv2_train"
+NNUNET_PATCH, GRID_PATCH = (8, 12, 12), (8, 16, 16)  # nnU-Net's plan; on the ViT's 8-voxel token grid
 E2E_BUDGET_S = 240
 
 
@@ -56,6 +58,10 @@ def datasets(nnssl_env: dict[str, Path]) -> dict[str, Path]:
     return {**nnssl_env, "raw": raw}
 
 
+def _plans(patch: tuple[int, ...], **extra: object) -> dict:
+    return {"configurations": {"3d_fullres": {"patch_size": list(patch), **extra}}}
+
+
 class FakeCommands:
     """Stands in for the console commands; ``kill`` makes the n-th training call die after a first checkpoint."""
 
@@ -82,7 +88,7 @@ class FakeCommands:
             (run / "checkpoint_final.pth").write_bytes(b"weights")
         elif name == "nnUNetv2_plan_and_preprocess":
             self._cases(pre / "nnUNetPlans_3d_fullres", ids)
-            (pre / "nnUNetPlans.json").write_text("{}")
+            (pre / "nnUNetPlans.json").write_text(json.dumps(_plans(NNUNET_PATCH)))
             for i in ids:
                 _write(sitk.GetArrayFromImage(sitk.ReadImage(str(self.folders["raw"] / "labelsTr" / f"{i}.nii.gz"))),
                        pre / "gt_segmentations" / f"{i}.nii.gz")
@@ -90,8 +96,10 @@ class FakeCommands:
             from nnssl.config.pretrained import file_sha256
 
             checkpoint = Path(command[command.index("--checkpoint") + 1])
-            block = {"checkpoint": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint)}
-            (pre / "nnsslPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": {"pretrained": block}}}))
+            assert command[command.index("--patch-size") + 1:][:3] == [str(v) for v in NNUNET_PATCH]
+            block = {"checkpoint": str(checkpoint.resolve()), "sha256": file_sha256(checkpoint),
+                     "encoder": build_encoder("vit_tiny", 1, GRID_PATCH).config()}
+            (pre / "nnsslPlans.json").write_text(json.dumps(_plans(GRID_PATCH, pretrained=block)))
             self._cases(pre / "nnsslPlans_3d_fullres", ids)
         elif name == TRAIN:
             self._train(command, env)
@@ -114,7 +122,7 @@ class FakeCommands:
         (fold / "checkpoint_latest.pth").write_bytes(b"")
         if self.kill is not None and len(self.train_calls) == self.kill:
             raise NnsslError("killed")
-        (model / "plans.json").write_text(json.dumps({"configurations": {"3d_fullres": {"patch_size": [8, 12, 12]}}}))
+        (model / "plans.json").write_text(json.dumps(_plans(GRID_PATCH if plans == "nnsslPlans" else NNUNET_PATCH)))
         (fold / "checkpoint_final.pth").write_bytes(b"")
         entries = []
         for case in split[0]["val"]:  # a perfect prediction: the reference itself
@@ -251,3 +259,13 @@ def test_tiny_study_end_to_end_with_the_real_commands(nnssl_env: dict[str, Path]
     assert rerun.returncode == 0 and "reusing the finished pretraining" in rerun.stdout
     assert all(log.read_text().count(f"$ {TRAIN}") == 1 for log in logs)  # nothing retrained
     print(f"tiny study: {time.perf_counter() - start:.0f} s including the rerun")
+
+
+def test_a_step_that_leaves_no_output_is_reported(datasets: dict[str, Path], tmp_path: Path) -> None:
+    def pretrain_writes_nothing(command: Sequence[str], env: Mapping[str, str], log: Path) -> float:
+        if command[0] != "nnssl_pretrain":
+            return FakeCommands(datasets)(command, env, log)
+        return 0.0
+
+    with pytest.raises(NnsslError, match="pretraining: `nnssl_pretrain .*` finished but its output is incomplete"):
+        run_benchmark(_config(tmp_path / "bench"), execute=pretrain_writes_nothing)
