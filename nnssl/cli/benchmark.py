@@ -25,13 +25,14 @@ from nnssl.cli.benchmark_metrics import DEFAULT_NSD_TOLERANCE_MM
 from nnssl.cli.benchmark_prepare import (
     Step,
     downstream_steps,
+    nnunet_patch_size,
     pretraining_facts,
     pretraining_steps,
     resolve_pretraining,
 )
 from nnssl.cli.benchmark_report import write_report, write_results
 from nnssl.cli.benchmark_runs import execute_run
-from nnssl.cli.benchmark_study import STUDY_FILE, RunStatus, Study, StudyConfig
+from nnssl.cli.benchmark_study import NNUNET_PREPROCESSED, STUDY_FILE, RunStatus, Study, StudyConfig
 from nnssl.cli.benchmark_subsets import heldout_images_seen, label_count_name, parse_label_count
 from nnssl.cli.entry import cli_entry
 from nnssl.config.plans import write_json_atomic
@@ -85,11 +86,14 @@ def describe_plan(study: Study, steps: Sequence[Step]) -> str:
     lines += ["", f"runs ({len(runs)} = {len(config.label_counts)} label counts x {len(config.repeats)} repeats x "
               f"{len(config.trainers)} trainers; each {budget.epochs} epochs x {budget.iterations_per_epoch} "
               "iterations):"]
+    patch = nnunet_patch_size(env_folder(NNUNET_PREPROCESSED) / study.dataset_name)
+    lines.append(f"  fine-tuning patch: {'x'.join(map(str, patch)) + ' (nnU-Net plan)' if patch else 'not planned yet'}"
+                 f"; cost scaled from {'x'.join(map(str, budget.cost.reference_patch))}")
     counts: dict[RunStatus, int] = {}
     for run in runs:
         status = study.status(run)
         counts[status] = counts.get(status, 0) + 1
-        seconds = study.estimated_seconds(run)
+        seconds = study.estimated_seconds(run, patch)
         total += seconds
         lines.append(f"  {run.name:<40} {run.variant:<30} -p {run.trainer.plans:<12} k={label_count_name(run.k):<4}"
                      f" {status:<8} ~{seconds / SECONDS_PER_MINUTE:.1f} min  train: {_case_list(run.train_cases)}")

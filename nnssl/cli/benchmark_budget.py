@@ -7,6 +7,8 @@ model for ``--dry-run``. The trainer classes live in ``nnssl_trainers`` and are 
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from nnssl.config.enums import StrEnum, look_up_option
@@ -72,6 +74,8 @@ class CostModel:
         case_validation_s: nnU-Net's final validation (sliding window + mirroring) per held-out case, per family.
         pretrain_step_s: seconds per pretraining step.
         preprocessing_s: planning and preprocessing of both datasets, once.
+        reference_patch: fine-tuning patch (Z, Y, X) the step and validation times were taken at; other patches
+            scale them by their voxel count.
         measured: provenance of the numbers.
     """
 
@@ -80,7 +84,12 @@ class CostModel:
     case_validation_s: dict[Family, float]
     pretrain_step_s: float
     preprocessing_s: float
+    reference_patch: tuple[int, int, int]
     measured: str
+
+    def scale(self, patch: Sequence[int] | None) -> float:
+        """Cost factor of fine-tuning at ``patch`` relative to :attr:`reference_patch` (1 when unknown)."""
+        return 1.0 if patch is None else math.prod(patch) / math.prod(self.reference_patch)
 
 
 @dataclass(frozen=True)
@@ -105,12 +114,13 @@ class StudyBudget:
         """The nnU-Net trainer class that runs ``trainer`` at this budget."""
         return self.variants[look_up_option(trainer, self.variants, "trainer")]
 
-    def run_seconds(self, trainer: StudyTrainer, num_heldout: int) -> float:
-        """Estimated wall seconds of one fine-tuning run (training + final validation)."""
+    def run_seconds(self, trainer: StudyTrainer, num_heldout: int, patch: Sequence[int] | None = None) -> float:
+        """Estimated wall seconds of one fine-tuning run (training + final validation) at ``patch``."""
         cost = self.cost
-        return (cost.run_overhead_s + self.steps * cost.step_s[trainer.family]
-                + (self.epochs * self.val_iterations_per_epoch) * cost.step_s[trainer.family] / 2
-                + num_heldout * cost.case_validation_s[trainer.family])
+        step = cost.step_s[trainer.family] * cost.scale(patch)
+        validation_steps = self.epochs * self.val_iterations_per_epoch / 2  # forward only: about half a step
+        return (cost.run_overhead_s + (self.steps + validation_steps) * step
+                + num_heldout * cost.case_validation_s[trainer.family] * cost.scale(patch))
 
 
 # Measured on this project's 2-core CPU machine (shared, load 3-9) with the study phantoms (32x48x48 voxels,
@@ -118,12 +128,14 @@ class StudyBudget:
 # Primus 0.02 s; most of a ViT step is nnU-Net's data augmentation.
 _CPU_COST = CostModel(step_s={Family.VIT: 0.25, Family.CNN: 1.4}, run_overhead_s=25.0,
                       case_validation_s={Family.VIT: 0.5, Family.CNN: 2.0}, pretrain_step_s=0.25,
-                      preprocessing_s=120.0, measured="measured on 2 shared CPU cores, study phantoms 32x48x48")
+                      preprocessing_s=120.0, reference_patch=(32, 48, 48),
+                      measured="measured on 2 shared CPU cores, study phantoms 32x48x48")
 # Not measured here (no GPU in this project): nnU-Net's documented order of magnitude for 3d_fullres on one modern
 # GPU (about 0.5 s per iteration of 250 per epoch, 1000 epochs ~ 1.5 days) and Primus-S at a similar speed.
 _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=60.0,
                       case_validation_s={Family.VIT: 10.0, Family.CNN: 10.0}, pretrain_step_s=0.5,
-                      preprocessing_s=1800.0, measured="assumed for one modern GPU (not measured in this project)")
+                      preprocessing_s=1800.0, reference_patch=(128, 128, 128),
+                      measured="assumed for one modern GPU (not measured in this project)")
 
 BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
     StudyBudget(

@@ -16,6 +16,7 @@ Folder layout under ``--output``::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,12 +184,13 @@ class Study:
             return RunStatus.PARTIAL
         return RunStatus.TODO
 
-    def estimated_seconds(self, run: StudyRun) -> float:
-        """Wall seconds still needed for ``run`` (0 when done; a partial run is counted in full)."""
+    def estimated_seconds(self, run: StudyRun, patch: Sequence[int] | None = None) -> float:
+        """Wall seconds still needed for ``run`` at fine-tuning ``patch`` (0 when done; a partial run counts in
+        full)."""
         status = self.status(run)
         if status in (RunStatus.DONE, RunStatus.TRAINED):
             return 0.0
-        return self.config.budget.run_seconds(run.trainer, len(self.heldout))
+        return self.config.budget.run_seconds(run.trainer, len(self.heldout), patch)
 
 
 def _read_state(path: Path) -> dict[str, Any]:
