@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 
 from nnssl.data.raw_dataset import IMAGES_TR, list_raw_cases, load_dataset_json, reader_for
 from nnssl.errors import NnsslError
@@ -26,6 +27,7 @@ MIN_HELDOUT = 2
 MAX_HELDOUT = 50  # nnU-Net's final validation predicts every held-out case in every run
 HELDOUT_STREAM, SUBSET_STREAM = 0, 1  # independent random streams of the study seed
 HASH_CHUNK = 1 << 20
+GEOMETRY_DIGITS = 4  # header values compared to 1e-4 mm (converted copies may round differently)
 
 LabelCount = int | None  # None = all
 
@@ -147,7 +149,8 @@ def draw_subset(pool: Sequence[LabeledCase], k: LabelCount, repeat: int, seed: i
 
 
 def heldout_images_seen(heldout_images: dict[str, tuple[Path, ...]], pretrain_raw: Path) -> list[str] | None:
-    """Held-out cases whose image files are also pretraining images (same file, link, or identical bytes).
+    """Held-out cases whose images are also pretraining images: the same file or a link to it, identical bytes, or
+    (a converted copy) the same image geometry and identical voxels.
 
     Args:
         heldout_images: held-out case id -> its image files (one per channel).
@@ -162,16 +165,34 @@ def heldout_images_seen(heldout_images: dict[str, tuple[Path, ...]], pretrain_ra
     pretraining = [p for p in images.iterdir() if p.is_file() and not p.name.startswith(".")]
     real = {os.path.realpath(p) for p in pretraining}
     by_size: dict[int, list[Path]] = {}
+    by_geometry: dict[tuple, list[Path]] = {}
     for path in pretraining:
         by_size.setdefault(path.stat().st_size, []).append(path)
+        by_geometry.setdefault(_geometry(path), []).append(path)
     seen = []
     for identifier, files in sorted(heldout_images.items()):
         for image in files:
             same_size = by_size.get(image.stat().st_size, [])
-            if os.path.realpath(image) in real or (same_size and _sha256(image) in {_sha256(p) for p in same_size}):
+            same_geometry = by_geometry.get(_geometry(image), []) if _geometry(image) else []
+            if (os.path.realpath(image) in real
+                    or (same_size and _sha256(image) in {_sha256(p) for p in same_size})
+                    or any(_same_voxels(image, p) for p in same_geometry)):
                 seen.append(identifier)
                 break
     return seen
+
+
+@functools.cache
+def _geometry(path: Path) -> tuple:
+    """Size, spacing, origin and direction from the image header (no voxels read); () if SimpleITK cannot read it."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return ()
+    return (reader.GetSize(), *(tuple(round(v, GEOMETRY_DIGITS) for v in values) for values in
+                                (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())))
 
 
 @functools.cache
@@ -181,6 +202,11 @@ def _sha256(path: Path) -> str:
         while chunk := f.read(HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _same_voxels(a: Path, b: Path) -> bool:
+    return bool(np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(a))),
+                               sitk.GetArrayFromImage(sitk.ReadImage(str(b)))))
 
 
 def subset_folder_name(k: LabelCount, repeat: int) -> str:

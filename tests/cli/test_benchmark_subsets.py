@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from nnssl.cli.benchmark_subsets import (
     LabeledCase,
@@ -106,3 +107,20 @@ def test_heldout_images_seen_by_pretraining(tmp_path: Path) -> None:
     (pretrain / "imagesTr" / "link_0000.nii.gz").symlink_to(files["c0"][0])  # nnssl_convert --from-nnunet links
     shutil.copy(files["c2"][0], pretrain / "imagesTr" / "copy_0000.nii.gz")  # a copy under another name
     assert heldout_images_seen(files, pretrain) == ["c0", "c2"]
+
+
+def test_converted_copies_of_heldout_images_are_recognised(tmp_path: Path) -> None:
+    """``nnssl_convert -i`` rewrites images: other bytes, same geometry and voxels."""
+    rng = np.random.default_rng(0)
+    files = {}
+    for i in range(2):
+        image = sitk.GetImageFromArray(rng.integers(-1000, 1000, (6, 8, 8)).astype(np.int16))
+        image.SetSpacing((0.8, 0.8, 3.0))
+        files[f"c{i}"] = (tmp_path / f"c{i}_0000.nii.gz",)
+        sitk.WriteImage(image, str(files[f"c{i}"][0]))
+    converted = tmp_path / "Dataset500_X" / "imagesTr"
+    converted.mkdir(parents=True)
+    sitk.WriteImage(sitk.ReadImage(str(files["c1"][0])), str(converted / "x_0000.nrrd"))  # other format and bytes
+    decoy = sitk.ReadImage(str(files["c0"][0])) + 1  # same geometry, other voxels
+    sitk.WriteImage(decoy, str(converted / "y_0000.nii.gz"))
+    assert heldout_images_seen(files, converted.parent) == ["c1"]
