@@ -45,6 +45,7 @@ DEFAULT_OUTPUT = Path("benchmark")
 DEFAULT_LABELS = ("2", "4", "8", "all")
 DEFAULT_FOLDS = (0, 1, 2)
 SECONDS_PER_MINUTE = 60
+SECONDS_PER_DAY = 86400
 SEEN_KEY = "heldout_seen_by_pretraining"
 MAX_LISTED_CASES = 8  # --dry-run lists at most this many training cases per run
 
@@ -99,8 +100,11 @@ def describe_plan(study: Study, steps: Sequence[Step]) -> str:
                      f" {status:<8} ~{seconds / SECONDS_PER_MINUTE:.1f} min  train: {_case_list(run.train_cases)}")
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines += ["", f"status: {summary}",
-              f"estimated cost: {total / SECONDS_PER_MINUTE:.0f} min on device {config.device} "
+              f"estimated cost: {total / SECONDS_PER_MINUTE:.0f} min = {total / SECONDS_PER_DAY:.1f} days "
               f"({budget.cost.measured})"]
+    if budget.cost.device != config.device:
+        lines.append(f"note: the {budget.name} budget's cost model is for {budget.cost.device}; this study runs on "
+                     f"{config.device}, so expect a very different cost")
     return "\n".join(lines)
 
 

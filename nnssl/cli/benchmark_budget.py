@@ -76,6 +76,7 @@ class CostModel:
         preprocessing_s: planning and preprocessing of both datasets, once.
         reference_patch: fine-tuning patch (Z, Y, X) the step and validation times were taken at; other patches
             scale them by their voxel count.
+        device: the device the numbers are for.
         measured: provenance of the numbers.
     """
 
@@ -85,6 +86,7 @@ class CostModel:
     pretrain_step_s: float
     preprocessing_s: float
     reference_patch: tuple[int, int, int]
+    device: str
     measured: str
 
     def scale(self, patch: Sequence[int] | None) -> float:
@@ -128,13 +130,13 @@ class StudyBudget:
 # Primus 0.02 s; most of a ViT step is nnU-Net's data augmentation.
 _CPU_COST = CostModel(step_s={Family.VIT: 0.25, Family.CNN: 1.4}, run_overhead_s=25.0,
                       case_validation_s={Family.VIT: 0.5, Family.CNN: 2.0}, pretrain_step_s=0.25,
-                      preprocessing_s=120.0, reference_patch=(32, 48, 48),
+                      preprocessing_s=120.0, reference_patch=(32, 48, 48), device="cpu",
                       measured="measured on 2 shared CPU cores, study phantoms 32x48x48")
 # Not measured here (no GPU in this project): nnU-Net's documented order of magnitude for 3d_fullres on one modern
 # GPU (about 0.5 s per iteration of 250 per epoch, 1000 epochs ~ 1.5 days) and Primus-S at a similar speed.
 _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=60.0,
                       case_validation_s={Family.VIT: 10.0, Family.CNN: 10.0}, pretrain_step_s=0.5,
-                      preprocessing_s=1800.0, reference_patch=(128, 128, 128),
+                      preprocessing_s=1800.0, reference_patch=(128, 128, 128), device="cuda",
                       measured="assumed for one modern GPU (not measured in this project)")
 
 BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
