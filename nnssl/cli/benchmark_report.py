@@ -17,6 +17,7 @@ from nnssl.config.plans import write_json_atomic
 
 RESULTS_FILE, REPORT_FILE, PLOT_FILE = "results.json", "report.md", "label_efficiency.png"
 RESULTS_VERSION = 1
+SECONDS_PER_MINUTE = 60
 DICE_POINTS = 100  # Dice 0..1 reported in points 0..100
 GOAL_MARGIN_POINTS = 5.0  # issue goal: pretrained >= scratch + 5 Dice points at k <= GOAL_MAX_K
 GOAL_MAX_K = 4
@@ -169,8 +170,8 @@ def write_report(output: Path, study: dict[str, Any], setup: dict[str, Any], run
         f"mirroring) and its evaluator gives the Dice; MONAI gives the surface Dice (NSD) at "
         f"{setup['nsd_tolerance_mm']:g} mm and HD95 (mm). Case-level conventions: both masks empty → left out; one "
         "empty → Dice 0, NSD 0, HD95 = image diagonal.",
-        f"- **Runs**: {len(runs)} finished; training + validation wall time {sum(wall) / 60:.1f} min in this "
-        f"invocation's runs ({len(wall)} timed) on device `{setup['device']}`.", "",
+        f"- **Runs**: {len(runs)} finished on device `{setup['device']}`; their `nnUNetv2_train` commands (training "
+        f"+ validation) took {sum(wall) / SECONDS_PER_MINUTE:.1f} min of wall time ({len(wall)} timed).", "",
         "## Dice (points, mean ± sd over repeats)", "", *_metric_table(summary, "Dice", DICE_POINTS), "",
         f"![label efficiency]({plot.name})", "",
         "## Pretrained vs baselines (paired by repeat)", "", *_goal_lines(runs), "",

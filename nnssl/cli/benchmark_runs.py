@@ -110,6 +110,10 @@ def execute_run(study: Study, run: StudyRun, base_env: Mapping[str, str], execut
         result = json.loads(study.result_file(run).read_text())
         if result.get("nsd_tolerance_mm") == tolerance:
             return result
+        if not (study.model_folder(run) / VALIDATION_SUMMARY).is_file():
+            print(f"nnssl: {run.name}: its predictions are gone; keeping the NSD at "
+                  f"{result.get('nsd_tolerance_mm')} mm")
+            return result
         wall, resumed = result.get("wall_s"), result.get("resumed", False)  # rescore at the new tolerance only
     else:
         wall, resumed = None, status == RunStatus.PARTIAL
