@@ -83,9 +83,9 @@ def run_metrics(summary_file: Path, labels: list[int], tolerance_mm: float) -> d
         tolerance_mm: NSD tolerance.
 
     Returns:
-        ``{"per_case": {case: {metric: value}}, "per_label": {case: {label: {metric: value}}},
-        "mean": {metric: value}, "cases_scored": {metric: n}}``; case values are the mean over labels, NaN
-        (JSON null) where nothing was there to segment.
+        ``{"per_case": {case: {metric: value, "predicted_voxels": n}}, "per_label": {case: {label: {metric:
+        value}}}, "mean": {metric: value}, "cases_scored": {metric: n}, "empty_predictions": n}``; case values are the
+        mean over labels, NaN (JSON null) where nothing was there to segment.
     """
     summary = read_summary(summary_file)
     per_case: dict[str, dict[str, float]] = {}
@@ -101,9 +101,12 @@ def run_metrics(summary_file: Path, labels: list[int], tolerance_mm: float) -> d
             scores[str(label)] = {"Dice": float(math.nan if dice is None else dice), "NSD": nsd, "HD95": hd95}
         per_label[case] = scores
         per_case[case] = {m: _nanmean([s[m] for s in scores.values()]) for m in METRICS}
+        per_case[case]["predicted_voxels"] = int(np.count_nonzero(np.isin(prediction, labels)))
     mean = {m: _nanmean([c[m] for c in per_case.values()]) for m in METRICS}
     scored = {m: sum(not math.isnan(c[m]) for c in per_case.values()) for m in METRICS}
-    return {"per_case": per_case, "per_label": per_label, "mean": mean, "cases_scored": scored}
+    empty = sum(c["predicted_voxels"] == 0 for c in per_case.values())
+    return {"per_case": per_case, "per_label": per_label, "mean": mean, "cases_scored": scored,
+            "empty_predictions": empty}
 
 
 def _nanmean(values: list[float]) -> float:

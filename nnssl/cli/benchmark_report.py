@@ -179,14 +179,18 @@ def write_report(output: Path, study: dict[str, Any], setup: dict[str, Any], run
                                                                                           DICE_POINTS), "",
         "## HD95 (mm)", "", *_metric_table(summary, "HD95", 1.0), "",
         *[f"> {note}" for note in setup.get("notes", ())], "",
-        "## Every run", "", "| run | variant | patch | Dice | NSD | HD95 | wall s |", "|---|---|---|---|---|---|---|",
+        "## Every run", "", "Empty = held-out cases where the model predicted no foreground at all.", "",
+        "| run | variant | patch | Dice | NSD | HD95 | empty | wall s |", "|---|---|---|---|---|---|---|---|",
     ]
     for run in sorted(runs, key=lambda r: (r["num_train"], r["k"] == "all", r["repeat"], r["trainer"])):
         mean = run["metrics"]["mean"]
         cells = [_fmt(mean["Dice"], DICE_POINTS), _fmt(mean["NSD"], DICE_POINTS), _fmt(mean["HD95"], 1.0)]
         patch = "x".join(map(str, run["patch_size"])) if run.get("patch_size") else "–"
         wall_s = "–" if run.get("wall_s") is None else f"{run['wall_s']:.0f}"
-        lines.append(f"| {run['run']} | {run['variant']} | {patch} | " + " | ".join(cells) + f" | {wall_s} |")
+        empty = run["metrics"].get("empty_predictions")
+        empty_text = "–" if empty is None else f"{empty}/{len(run['metrics']['per_case'])}"
+        lines.append(f"| {run['run']} | {run['variant']} | {patch} | " + " | ".join(cells)
+                     + f" | {empty_text} | {wall_s} |")
     lines += ["", "Per-case metrics of every run are in `results.json`."]
     path = Path(output) / REPORT_FILE
     tmp = path.with_suffix(".md.tmp")

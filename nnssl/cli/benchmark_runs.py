@@ -42,6 +42,7 @@ from nnssl.paths import env_folder
 SPLITS_FILE = "splits_final.json"
 NNUNET_PLANS_COPY = "plans.json"  # what nnU-Net writes beside the folds: the plans the run really used
 BACKGROUND = 0
+RESULT_VERSION = 2  # a stored result of another version is rescored from its predictions (no training)
 
 
 def foreground_labels(raw_folder: Path) -> list[int]:
@@ -108,13 +109,12 @@ def execute_run(study: Study, run: StudyRun, base_env: Mapping[str, str], execut
     tolerance = study.config.nsd_tolerance_mm
     if status == RunStatus.DONE:
         result = json.loads(study.result_file(run).read_text())
-        if result.get("nsd_tolerance_mm") == tolerance:
+        if result.get("nsd_tolerance_mm") == tolerance and result.get("version") == RESULT_VERSION:
             return result
         if not (study.model_folder(run) / VALIDATION_SUMMARY).is_file():
-            print(f"nnssl: {run.name}: its predictions are gone; keeping the NSD at "
-                  f"{result.get('nsd_tolerance_mm')} mm")
+            print(f"nnssl: {run.name}: its predictions are gone; keeping its stored metrics")
             return result
-        wall, resumed = result.get("wall_s"), result.get("resumed", False)  # rescore at the new tolerance only
+        wall, resumed = result.get("wall_s"), result.get("resumed", False)  # rescore only (tolerance, version)
     else:
         wall, resumed = None, status == RunStatus.PARTIAL
         if status != RunStatus.TRAINED:
@@ -128,7 +128,8 @@ def execute_run(study: Study, run: StudyRun, base_env: Mapping[str, str], execut
     if scored != sorted(study.heldout):
         raise NnsslError(f"{summary} scores {scored}, not the held-out cases {sorted(study.heldout)}; delete "
                          f"{folder} and rerun nnssl_benchmark")
-    result = {"run": run.name, "trainer": run.trainer.name, "variant": run.variant, "plans": run.trainer.plans,
+    result = {"version": RESULT_VERSION, "run": run.name, "trainer": run.trainer.name, "variant": run.variant,
+              "plans": run.trainer.plans,
               "pretrained": run.trainer.pretrained, "k": label_count_name(run.k), "num_train": len(run.train_cases),
               "repeat": run.repeat, "train_cases": list(run.train_cases), "heldout": list(study.heldout),
               "nsd_tolerance_mm": tolerance, **_network_facts(folder.parent / NNUNET_PLANS_COPY),

@@ -19,6 +19,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnssl.cli.benchmark import build_parser, config_from_args, main, run_benchmark
+from nnssl.cli.benchmark_runs import RESULT_VERSION
 from nnssl.cli.benchmark_study import STUDY_FILE
 from nnssl.errors import NnsslError
 from nnssl.models.registry import build_encoder
@@ -194,12 +195,16 @@ def test_trained_runs_are_only_scored_and_rescored_at_a_new_tolerance(datasets: 
                                                                        tmp_path: Path) -> None:
     config = _config(tmp_path / "bench")
     run_benchmark(config, execute=FakeCommands(datasets))
-    first = sorted((tmp_path / "bench" / "runs").glob("*.json"))[0]
+    first, second = sorted((tmp_path / "bench" / "runs").glob("*.json"))[:2]
     first.unlink()  # killed between nnU-Net's validation and our result file
+    second.write_text(json.dumps({**json.loads(second.read_text()), "version": 1}))  # an older nnssl wrote it
     later = FakeCommands(datasets)
     run_benchmark(_config(tmp_path / "bench", "--nsd-tolerance", "1.5"), execute=later)
     assert later.calls == []
-    assert all(json.loads(p.read_text())["nsd_tolerance_mm"] == 1.5 for p in (tmp_path / "bench" / "runs").iterdir())
+    results = [json.loads(p.read_text()) for p in (tmp_path / "bench" / "runs").iterdir()]
+    assert all(r["nsd_tolerance_mm"] == 1.5 and r["version"] == RESULT_VERSION for r in results)
+    assert all(r["metrics"]["empty_predictions"] == sum(not c["predicted_voxels"] for c in
+                                                        r["metrics"]["per_case"].values()) for r in results)
 
 
 def test_unfinished_validation_reruns_only_the_validation(datasets: dict[str, Path], tmp_path: Path) -> None:
