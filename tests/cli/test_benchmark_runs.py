@@ -155,6 +155,7 @@ def test_dry_run_prints_plan_and_cost_and_writes_nothing(datasets: dict[str, Pat
         assert expected in out
     assert "runs (12 = 2 label counts x 2 repeats x 3 trainers" in out and "status: 12 todo" in out
     assert "SSLViTTrainer_scratch_tiny" in out and "nnsslUNetTrainer_tiny" in out and "estimated cost:" in out
+    assert "fine-tuning patch: not planned yet" in out and "(known once nnU-Net has planned)" in out
     assert not output.exists()
 
 
