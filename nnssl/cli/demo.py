@@ -48,6 +48,10 @@ TRANSFER_PLANS = "nnsslPlans"  # nnssl_transfer_plans' default plans name for th
 FOLD = "0"
 DEFAULT_SEED = 0
 DEFAULT_NUM_PROCESSES = 2  # 2 cores; nnU-Net's own defaults (8 processes) overload small machines
+# torch's OpenMP threads spin-wait when other processes hold the cores: on a shared 2-core machine 50 MAE steps took
+# 267 s with torch's default 2 threads and 7 s with 1 (one busy process beside it). The demo's CPU commands get 1 thread
+# each unless OMP_NUM_THREADS is set.
+CPU_THREADS_PER_PROCESS = "1"
 IMAGE_SUFFIX, NIFTI = "_0000.nii.gz", ".nii.gz"
 STEP_NAMES = ("phantoms_unlabeled", "phantoms_labeled", "nnssl_preprocess", "pretrain", "nnunet_plan",
               "transfer_plans", "train_pretrained", "train_scratch", "predict_pretrained", "predict_scratch",
@@ -296,11 +300,14 @@ def run_demo(output: Path = DEFAULT_OUTPUT, device: str = DemoDevice.AUTO, fresh
     env = subprocess_environment(layout.folders)
     env.setdefault("nnUNet_def_n_proc", str(num_processes))  # nnU-Net's export/evaluation pools
     env.setdefault("nnUNet_compile", "false")  # compiling costs more than it saves on a budget this short
+    if device == DemoDevice.CPU:
+        env.setdefault("OMP_NUM_THREADS", CPU_THREADS_PER_PROCESS)
     runner = StepRunner(output, env, total=len(STEP_NAMES), echo=verbose)
-    used = runner.state.get("budget")
-    if used not in (None, budget_name) and runner.state["steps"]:
-        raise NnsslError(f"{output} holds a demo run with --budget {used}; rerun with --budget {used}, add --fresh "
-                         "or pick another --output")
+    for option, value in (("budget", budget_name), ("seed", seed)):  # reusing steps of another run would mix them
+        used = runner.state.get(option)
+        if used not in (None, value) and runner.state["steps"]:
+            raise NnsslError(f"{output} holds a demo run with --{option} {used}; rerun with --{option} {used}, add "
+                             "--fresh or pick another --output")
     runner.set_meta(budget=budget_name, device=device, seed=seed)
     start = time.perf_counter()
     # The fine-tuning commands are built after pretraining has run: they depend on what it left behind.
