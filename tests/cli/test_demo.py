@@ -21,7 +21,7 @@ from nnssl.training.checkpoint import CHECKPOINT_FINAL, FORMAT_VERSION, build_he
 
 SHAPE = (6, 16, 16)  # (Z, Y, X) of the synthetic report volumes
 TINY_DEMO_TIMEOUT_S = 900  # hang guard, not a speed target
-RERUN_LIMIT_S = 60  # a rerun that reuses every step only starts Python and writes the report
+RERUN_FRACTION = 0.5  # a rerun that reuses every step only starts Python and writes the report
 
 
 def _fail_command(message: str, code: int = 3) -> list[str]:
@@ -186,7 +186,9 @@ def test_tiny_demo_writes_the_report_and_a_rerun_reuses_every_step(tmp_path: Pat
     output = tmp_path / "demo_output"
     command = [str(Path(sys.executable).parent / "nnssl_demo"), "-o", str(output), "--budget", "tiny", "--device",
                "cpu", "-np", "1"]
+    start = time.perf_counter()
     first = subprocess.run(command, capture_output=True, text=True, timeout=TINY_DEMO_TIMEOUT_S, cwd=tmp_path)
+    first_seconds = time.perf_counter() - start
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert f"report: {output / 'report.md'}" in first.stdout
     text = (output / "report.md").read_text()
@@ -209,5 +211,5 @@ def test_tiny_demo_writes_the_report_and_a_rerun_reuses_every_step(tmp_path: Pat
     start = time.perf_counter()
     second = subprocess.run(command, capture_output=True, text=True, timeout=TINY_DEMO_TIMEOUT_S, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert time.perf_counter() - start < RERUN_LIMIT_S
+    assert time.perf_counter() - start < RERUN_FRACTION * first_seconds  # relative: robust to a busy machine
     assert second.stdout.count("reusing") == len(demo.STEP_NAMES) - 1 and "$ " not in second.stdout
