@@ -13,9 +13,12 @@ continues killed ones. Budgets: tiny (tests), short (CPU, small phantoms), full 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +34,8 @@ from nnssl.cli.benchmark_prepare import (
     resolve_pretraining,
 )
 from nnssl.cli.benchmark_report import write_report, write_results
-from nnssl.cli.benchmark_runs import execute_run
-from nnssl.cli.benchmark_study import NNUNET_PREPROCESSED, STUDY_FILE, RunStatus, Study, StudyConfig
+from nnssl.cli.benchmark_runs import execute_run, prepare_subset
+from nnssl.cli.benchmark_study import NNUNET_PREPROCESSED, STUDY_FILE, RunStatus, Study, StudyConfig, StudyRun
 from nnssl.cli.benchmark_subsets import heldout_images_seen, label_count_name, parse_label_count
 from nnssl.cli.entry import cli_entry
 from nnssl.config.plans import write_json_atomic
@@ -48,6 +51,8 @@ SECONDS_PER_MINUTE = 60
 SECONDS_PER_DAY = 86400
 SEEN_KEY = "heldout_seen_by_pretraining"
 MAX_LISTED_CASES = 8  # --dry-run lists at most this many training cases per run
+MAX_CPU_JOBS = 4  # more concurrent CPU runs than this mostly fight over memory bandwidth
+THREADS_VARIABLE = "OMP_NUM_THREADS"
 
 
 def open_study(config: StudyConfig, write: bool) -> tuple[Study, list[Step]]:
@@ -91,17 +96,19 @@ def describe_plan(study: Study, steps: Sequence[Step]) -> str:
     lines.append(f"  fine-tuning patch: {'x'.join(map(str, patch)) + ' (nnU-Net plan)' if patch else 'not planned yet'}"
                  f"; cost scaled from {'x'.join(map(str, budget.cost.reference_patch))}")
     counts: dict[RunStatus, int] = {}
+    run_seconds = 0.0
     for run in runs:
         status = study.status(run)
         counts[status] = counts.get(status, 0) + 1
         seconds = study.estimated_seconds(run, patch)
-        total += seconds
+        run_seconds += seconds
         lines.append(f"  {run.name:<40} {run.variant:<30} -p {run.trainer.plans:<12} k={label_count_name(run.k):<4}"
                      f" {status:<8} ~{seconds / SECONDS_PER_MINUTE:.1f} min  train: {_case_list(run.train_cases)}")
+    total += run_seconds / config.jobs  # the preparation runs alone; the runs share the --jobs slots
     summary = ", ".join(f"{n} {s}" for s, n in counts.items())
     lines += ["", f"status: {summary}",
-              f"estimated cost: {total / SECONDS_PER_MINUTE:.0f} min = {total / SECONDS_PER_DAY:.1f} days "
-              f"({budget.cost.measured})"]
+              f"estimated cost: {total / SECONDS_PER_MINUTE:.0f} min = {total / SECONDS_PER_DAY:.1f} days with "
+              f"{config.jobs} concurrent run(s) ({budget.cost.measured})"]
     if budget.cost.device != config.device:
         lines.append(f"note: the {budget.name} budget's cost model is for {budget.cost.device}; this study runs on "
                      f"{config.device}, so expect a very different cost")
@@ -137,22 +144,62 @@ def run_benchmark(config: StudyConfig, argv: Sequence[str] = (), dry_run: bool =
         return None
     env = base_environment(config.num_processes)
     prepare(study, steps, env, execute)
-    runs = study.runs()
-    results = []
-    for index, run in enumerate(runs, 1):
-        status = study.status(run)
-        prefix = f"nnssl: [{index}/{len(runs)}] {run.name} ({run.variant}, {len(run.train_cases)} cases)"
-        print(f"{prefix}: {status} ...", flush=True)
-        result = execute_run(study, run, env, execute)
-        results.append(result)
-        dice = result["metrics"]["mean"]["Dice"]
-        print(f"{prefix}: Dice {'n/a' if dice is None else f'{dice:.3f}'}"
-              + ("" if result.get("wall_s") is None or status == RunStatus.DONE else f" in {result['wall_s']:.0f} s"))
+    results = execute_runs(study, study.runs(), run_environment(env, config.jobs), execute, config.jobs)
     setup = study_setup(config, study, argv)
     write_results(config.output, study.state, setup, results)
     report = write_report(config.output, study.state, setup, results)
     print(f"nnssl: report {report.resolve()}")
     return report
+
+
+def run_environment(env: Mapping[str, str], jobs: int) -> dict[str, str]:
+    """``env`` for the fine-tuning runs: unless set, each of the ``jobs`` concurrent runs gets an equal share of the
+    CPU threads (torch spin-waits when more threads than cores compete)."""
+    run_env = dict(env)
+    if not run_env.get(THREADS_VARIABLE, "").strip():
+        run_env[THREADS_VARIABLE] = str(max(1, (os.cpu_count() or 1) // jobs))
+    return run_env
+
+
+def execute_runs(study: Study, runs: Sequence[StudyRun], env: Mapping[str, str], execute: Executor,
+                 jobs: int) -> list[dict[str, Any]]:
+    """Train and score ``runs``, ``jobs`` at a time; results in the order of ``runs``.
+
+    Runs are independent subprocesses, so threads only wait on them. After a failure the runs already started
+    finish (their results are kept for the next invocation), no new run starts, and the first error is raised.
+    """
+    for run in runs:  # subset folders first: concurrent runs of one subset would race on its links
+        if study.status(run) in (RunStatus.TODO, RunStatus.PARTIAL):
+            prepare_subset(study, run)
+    done, lock, failed = 0, threading.Lock(), threading.Event()
+
+    def one(run: StudyRun) -> dict[str, Any] | None:
+        nonlocal done
+        if failed.is_set():
+            return None  # another run failed: start nothing new
+        status = study.status(run)
+        prefix = f"nnssl: {run.name} ({run.variant}, {len(run.train_cases)} cases)"
+        if status != RunStatus.DONE:
+            print(f"{prefix}: {status}, started", flush=True)
+        try:
+            result = execute_run(study, run, env, execute)
+        except BaseException:
+            failed.set()
+            raise
+        with lock:
+            done += 1
+        dice = result["metrics"]["mean"]["Dice"]
+        took = "" if result.get("wall_s") is None or status == RunStatus.DONE else f" in {result['wall_s']:.0f} s"
+        print(f"nnssl: [{done}/{len(runs)}] {run.name}: Dice {'n/a' if dice is None else f'{dice:.3f}'}{took}"
+              + (" (reused)" if status == RunStatus.DONE else ""), flush=True)
+        return result
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="nnssl-run") as pool:
+        futures = [pool.submit(one, run) for run in runs]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
+    return [f.result() for f in futures]
 
 
 def prepare(study: Study, steps: list[Step], env: dict[str, str], execute: Executor) -> None:
@@ -206,7 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nsd-tolerance", type=float, default=DEFAULT_NSD_TOLERANCE_MM, metavar="MM",
                    help="surface Dice tolerance in mm (default %(default)s)")
     p.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: cuda if available, else cpu")
-    p.add_argument("-np", dest="num_processes", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("-np", dest="num_processes", type=int, default=2,
+                   help="data-augmentation/preprocessing worker processes per command (default 2)")
+    p.add_argument("--jobs", type=int, default=None, metavar="J",
+                   help=f"fine-tuning runs at a time (default: one per CPU core up to {MAX_CPU_JOBS} on cpu, 1 on "
+                        f"cuda); each CPU run then gets cores/J threads unless {THREADS_VARIABLE} is set")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     return p
 
@@ -221,10 +272,18 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
         raise NnsslError(f"--nsd-tolerance must be positive (mm), got {args.nsd_tolerance}")
     trainers = tuple(dict.fromkeys(get_trainer(t) for t in args.trainers))
     device = args.device or _default_device()
+    jobs = args.jobs if args.jobs is not None else default_jobs(device)
+    if jobs < 1:
+        raise NnsslError(f"--jobs must be at least 1, got {jobs}")
     return StudyConfig(dataset=args.dataset, pretrain_dataset=args.pretrain_dataset, label_counts=counts,
                        repeats=repeats, budget=get_budget(args.budget), trainers=trainers, output=args.output,
                        seed=args.seed, num_heldout=args.holdout, nsd_tolerance_mm=args.nsd_tolerance, device=device,
-                       num_processes=args.num_processes)
+                       num_processes=args.num_processes, jobs=jobs)
+
+
+def default_jobs(device: str) -> int:
+    """Concurrent runs by default: one per CPU core (capped) on cpu; one on cuda (a run fills the GPU)."""
+    return 1 if device == "cuda" else max(1, min(MAX_CPU_JOBS, os.cpu_count() or 1))
 
 
 def _default_device() -> str:

@@ -65,6 +65,7 @@ class StudyConfig:
     nsd_tolerance_mm: float = DEFAULT_NSD_TOLERANCE_MM
     device: str = "cpu"
     num_processes: int = 2
+    jobs: int = 1
 
 
 class RunStatus(StrEnum):

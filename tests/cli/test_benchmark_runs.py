@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnssl.cli.benchmark import build_parser, config_from_args, main, run_benchmark
+from nnssl.cli.benchmark import build_parser, config_from_args, default_jobs, main, run_benchmark
 from nnssl.cli.benchmark_runs import RESULT_VERSION
 from nnssl.cli.benchmark_study import STUDY_FILE
 from nnssl.errors import NnsslError
@@ -138,8 +138,8 @@ class FakeCommands:
 
 def _config(output: Path, *extra: str):
     args = build_parser().parse_args(["-d", "501", "-pd", "500", "--labels", "2", "all", "--folds", "0",
-                                      "--budget", "tiny", "--holdout", "2", "--device", "cpu", "--output",
-                                      str(output), *extra])
+                                      "--budget", "tiny", "--holdout", "2", "--device", "cpu", "--jobs", "1",
+                                      "--output", str(output), *extra])
     return config_from_args(args)
 
 
@@ -190,6 +190,33 @@ def test_killed_run_continues_and_others_are_kept(datasets: dict[str, Path], tmp
     assert [c[0] for c in resumed.calls] == [TRAIN] * 5  # preparation reused, first run reused
     assert resumed.train_calls[0] == [*killed.train_calls[1], "--c"]
     assert not any("--c" in c for c in resumed.train_calls[1:])
+
+
+def test_concurrent_runs_give_the_serial_results_and_a_failure_starts_nothing_new(datasets: dict[str, Path],
+                                                                                  tmp_path: Path) -> None:
+    serial = run_benchmark(_config(tmp_path / "serial"), execute=FakeCommands(datasets))
+    parallel = run_benchmark(_config(tmp_path / "parallel", "--jobs", "3"), execute=FakeCommands(datasets))
+    runs = [json.loads((r.parent / "results.json").read_text())["runs"] for r in (serial, parallel)]
+    assert [r["run"] for r in runs[0]] == [r["run"] for r in runs[1]]  # report order does not depend on --jobs
+    assert [r["metrics"]["mean"] for r in runs[0]] == [r["metrics"]["mean"] for r in runs[1]]
+
+    killed = FakeCommands(datasets, kill=1)
+    with pytest.raises(NnsslError, match="killed"):
+        run_benchmark(_config(tmp_path / "killed", "--jobs", "2"), execute=killed)
+    assert len(killed.train_calls) <= 3  # the failed run, the one beside it, at most one started meanwhile; not 6
+    resumed = FakeCommands(datasets)
+    run_benchmark(_config(tmp_path / "killed", "--jobs", "2"), execute=resumed)
+    kept = len(killed.train_calls) - 1
+    assert len(resumed.train_calls) == 6 - kept and sum("--c" in c for c in resumed.train_calls) == 1
+
+
+def test_jobs_default_to_the_cores_on_cpu_and_one_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_jobs("cpu") == 2 and default_jobs("cuda") == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert default_jobs("cpu") == 4
+    with pytest.raises(NnsslError, match="--jobs must be at least 1"):
+        config_from_args(build_parser().parse_args(["-d", "501", "-pd", "500", "--jobs", "0", "--device", "cpu"]))
 
 
 def test_trained_runs_are_only_scored_and_rescored_at_a_new_tolerance(datasets: dict[str, Path],
