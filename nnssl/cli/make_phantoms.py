@@ -5,6 +5,7 @@ Examples::
     nnssl_make_phantoms --unlabeled 40 -d 500                 # $nnssl_raw/Dataset500_PhantomCTUnlabeled
     nnssl_make_phantoms --labeled 20 --test 5 -d 501          # $nnUNet_raw/Dataset501_PhantomLungTumour
     nnssl_make_phantoms --labeled 4 -d 502 --shape 32 48 48 --spacing 2 0.8 --preview /tmp/p.png
+    nnssl_make_phantoms --labeled 24 -d 503 --shape 32 48 48 --spacing 4 3 --tumour-mm 15 40   # the study phantoms
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nnssl.cli.entry import cli_entry
+from nnssl.data.phantom_tumours import DIAMETER_RANGE_MM
 from nnssl.data.phantoms import DEFAULT_SHAPE, FILE_ENDING, SpacingRange, write_phantom_dataset
 from nnssl.errors import NnsslError
 from nnssl.paths import RAW, dataset_name, env_folder
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spacing", nargs=2, metavar=("SLICE", "INPLANE"), default=None,
                         help="slice and in-plane spacing in mm, each fixed (2.0) or a range drawn per case "
                              f"(1.5:3); default {_show(default.slice_mm)} {_show(default.inplane_mm)}")
+    parser.add_argument("--tumour-mm", type=float, nargs=2, default=list(DIAMETER_RANGE_MM), metavar=("MIN", "MAX"),
+                        help="range of the tumours' nominal diameters in mm, drawn log-uniformly (default "
+                             "%(default)s; at least 2 slices across whatever you ask)")
     parser.add_argument("-np", dest="num_processes", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--output-root", type=Path, default=None,
                         help=f"write here instead of ${RAW} (unlabeled) / ${NNUNET_RAW} (labeled)")
@@ -73,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.output_root or env_folder(NNUNET_RAW if labeled else RAW)
     folder = root / dataset_name(args.dataset_id, args.name or DEFAULT_NAMES[labeled])
     write_phantom_dataset(folder, count, labeled, args.seed, num_test=args.test, num_processes=args.num_processes,
-                          shape=tuple(args.shape), spacing=parse_spacing(args.spacing), overwrite=args.overwrite)
+                          shape=tuple(args.shape), spacing=parse_spacing(args.spacing), overwrite=args.overwrite,
+                          tumour_mm=tuple(args.tumour_mm))
     print(f"wrote {count} {'labeled' if labeled else 'unlabeled'} phantoms"
           f"{f' + {args.test} test cases' if args.test else ''} to {folder}")
     if args.preview is not None:

@@ -41,14 +41,16 @@ class Tumour:
     spiculated: bool
 
 
-def diameter_bounds(spacing: tuple[float, float, float]) -> tuple[float, float]:
+def diameter_bounds(spacing: tuple[float, float, float],
+                    diameter_range_mm: tuple[float, float] = DIAMETER_RANGE_MM) -> tuple[float, float]:
     """Smallest and largest nominal diameter (mm) for this voxel spacing."""
-    low = max(DIAMETER_RANGE_MM[0], MIN_SLICES_ACROSS * max(spacing))
-    return low, DIAMETER_RANGE_MM[1]
+    low = max(diameter_range_mm[0], MIN_SLICES_ACROSS * max(spacing))
+    return low, max(low, diameter_range_mm[1])
 
 
 def add_tumours(rng: np.random.Generator, lung: np.ndarray, spacing: tuple[float, float, float], hu: np.ndarray,
-                label: np.ndarray, tumour_hu: float, count: int | None = None) -> tuple[Tumour, ...]:
+                label: np.ndarray, tumour_hu: float, count: int | None = None,
+                diameter_range_mm: tuple[float, float] = DIAMETER_RANGE_MM) -> tuple[Tumour, ...]:
     """Place up to ``count`` tumours (drawn from ``TUMOUR_COUNT_PROBABILITIES`` if None) fully inside ``lung``.
 
     Args:
@@ -59,6 +61,8 @@ def add_tumours(rng: np.random.Generator, lung: np.ndarray, spacing: tuple[float
         label: uint8 (Z, Y, X), set to 1 on the tumours in place.
         tumour_hu: the tumours' mean HU.
         count: number of tumours wanted; fewer are placed when the lungs have no room.
+        diameter_range_mm: nominal diameters are drawn log-uniformly from this range (mm), clipped to what the
+            spacing shows and the lungs hold.
 
     Returns:
         The placed tumours.
@@ -69,7 +73,7 @@ def add_tumours(rng: np.random.Generator, lung: np.ndarray, spacing: tuple[float
     coarse = lung[::EDT_STRIDE, ::EDT_STRIDE, ::EDT_STRIDE]
     depth = ndimage.distance_transform_edt(coarse, sampling=EDT_STRIDE * sp)  # mm to the lung border
     margin = float(sp.max())  # about the coarse grid's error; painting is clipped to the lung regardless
-    d_low, d_high = diameter_bounds(spacing)
+    d_low, d_high = diameter_bounds(spacing, diameter_range_mm)
     placed: list[tuple[np.ndarray, float]] = []
     tumours: list[Tumour] = []
     for _ in range(count):

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from nnssl.config.plans import write_json_atomic
 from nnssl.data.phantom_anatomy import LUNG_GRAVITY_HU, TISSUE_HU, BodyFrame, Tissue, render_thorax
 from nnssl.data.phantom_trees import add_pulmonary_trees
-from nnssl.data.phantom_tumours import Tumour, add_tumours
+from nnssl.data.phantom_tumours import DIAMETER_RANGE_MM, Tumour, add_tumours
 from nnssl.errors import NnsslError
 from nnssl.paths import parse_dataset_name
 
@@ -85,21 +85,24 @@ class Phantom:
 
 
 def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE,
-                 spacing: tuple[float, float, float] | SpacingRange = SpacingRange()) -> Phantom:
+                 spacing: tuple[float, float, float] | SpacingRange = SpacingRange(),
+                 tumour_mm: tuple[float, float] = DIAMETER_RANGE_MM) -> Phantom:
     """Render one thorax CT phantom.
 
     Args:
         seed: fixes everything; the same seed gives byte-identical arrays.
         shape: voxels (Z, Y, X).
         spacing: a fixed spacing (Z, Y, X) in mm, or the range to draw it from.
+        tumour_mm: range of the tumours' nominal diameters in mm.
 
     Returns:
         The phantom.
 
     Raises:
-        NnsslError: shape or spacing out of range.
+        NnsslError: shape, spacing or tumour diameters out of range.
     """
     shape = _check_shape(shape)
+    _check_tumour_range(tumour_mm)
     rng = np.random.default_rng(seed)
     if isinstance(spacing, SpacingRange):
         spacing = spacing.draw(rng)
@@ -117,10 +120,15 @@ def make_phantom(seed: int, shape: tuple[int, int, int] = DEFAULT_SHAPE,
     hu += vessels * (np.float32(values[Tissue.BLOOD]) - hu)
     thorax.tissue[vessels >= 0.5] = Tissue.BLOOD
     label = np.zeros(shape, dtype=np.uint8)
-    tumours = add_tumours(rng, thorax.lung, spacing, hu, label, values[Tissue.TUMOUR])
+    tumours = add_tumours(rng, thorax.lung, spacing, hu, label, values[Tissue.TUMOUR], diameter_range_mm=tumour_mm)
     thorax.tissue[label == 1] = Tissue.TUMOUR
     image = _acquire(rng, hu, thorax.tissue, spacing)
     return Phantom(image, label, spacing, thorax.tissue, thorax.lung, tumours)
+
+
+def _check_tumour_range(tumour_mm: tuple[float, float]) -> None:
+    if len(tumour_mm) != 2 or not 0 < tumour_mm[0] <= tumour_mm[1]:
+        raise NnsslError(f"tumour diameters must be a range 0 < MIN <= MAX in mm, got {tuple(tumour_mm)}")
 
 
 def _check_shape(shape: tuple[int, int, int]) -> tuple[int, int, int]:
@@ -170,6 +178,7 @@ class _CaseJob:
     labels_dir: Path | None
     shape: tuple[int, int, int]
     spacing: tuple[float, float, float] | SpacingRange
+    tumour_mm: tuple[float, float] = DIAMETER_RANGE_MM
 
 
 def case_seed(seed: int, split: str, index: int) -> int:
@@ -181,7 +190,8 @@ def case_seed(seed: int, split: str, index: int) -> int:
 def write_phantom_dataset(folder: Path, n: int, labeled: bool, seed: int, num_test: int = 0,
                           num_processes: int = 2, shape: tuple[int, int, int] = DEFAULT_SHAPE,
                           spacing: tuple[float, float, float] | SpacingRange = SpacingRange(),
-                          overwrite: bool = False, progress: bool = True) -> Path:
+                          overwrite: bool = False, progress: bool = True,
+                          tumour_mm: tuple[float, float] = DIAMETER_RANGE_MM) -> Path:
     """Write ``n`` phantoms as an nnU-Net raw dataset.
 
     Unlabeled: ``imagesTr/<case>_0000.nii.gz`` + ``dataset.json`` (nnssl raw format). Labeled: also
@@ -200,6 +210,7 @@ def write_phantom_dataset(folder: Path, n: int, labeled: bool, seed: int, num_te
         spacing: fixed spacing (Z, Y, X) in mm, or the range each case's spacing is drawn from.
         overwrite: replace an existing ``folder``.
         progress: show a tqdm progress bar.
+        tumour_mm: range of the tumours' nominal diameters in mm (labeled datasets).
 
     Returns:
         ``folder``.
@@ -213,11 +224,12 @@ def write_phantom_dataset(folder: Path, n: int, labeled: bool, seed: int, num_te
     if num_test and not labeled:
         raise NnsslError("held-out test cases (--test) need labels: use --labeled")
     _check_shape(shape)
+    _check_tumour_range(tumour_mm)
     _check_target(folder, overwrite)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
     try:
-        jobs = _make_jobs(staging, n, labeled, seed, num_test, shape, spacing)
+        jobs = _make_jobs(staging, n, labeled, seed, num_test, shape, spacing, tumour_mm)
         cases = _run_jobs(jobs, num_processes, progress, desc=f"phantoms -> {folder.name}")
         description = "Procedural thorax CT phantoms (nnssl_make_phantoms)"
         dataset = {"name": folder.name, "description": description, "channel_names": CHANNEL_NAMES,
@@ -225,7 +237,8 @@ def write_phantom_dataset(folder: Path, n: int, labeled: bool, seed: int, num_te
         if labeled:
             dataset["labels"] = LABELS
         write_json_atomic(dataset, staging / "dataset.json")
-        write_json_atomic({"seed": seed, "shape": list(shape), "cases": cases}, staging / CASES_FILE)
+        write_json_atomic({"seed": seed, "shape": list(shape), "tumour_mm": list(tumour_mm), "cases": cases},
+                          staging / CASES_FILE)
         _swap_into_place(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -246,7 +259,8 @@ def _check_target(folder: Path, overwrite: bool) -> None:
 
 
 def _make_jobs(staging: Path, n: int, labeled: bool, seed: int, num_test: int, shape: tuple[int, int, int],
-               spacing: tuple[float, float, float] | SpacingRange) -> list[_CaseJob]:
+               spacing: tuple[float, float, float] | SpacingRange,
+               tumour_mm: tuple[float, float] = DIAMETER_RANGE_MM) -> list[_CaseJob]:
     splits = [("train" if labeled else "unlabeled", "imagesTr", "labelsTr", n), ("test", "imagesTs", "labelsTs",
                                                                                   num_test)]
     jobs = []
@@ -258,7 +272,8 @@ def _make_jobs(staging: Path, n: int, labeled: bool, seed: int, num_test: int, s
             (staging / labels).mkdir()
         prefix = "phantom_test" if split == "test" else "phantom"
         jobs += [_CaseJob(f"{prefix}_{i:04d}", case_seed(seed, split, i), staging / images,
-                          staging / labels if labeled else None, tuple(shape), spacing) for i in range(count)]
+                          staging / labels if labeled else None, tuple(shape), spacing, tuple(tumour_mm))
+                 for i in range(count)]
     return jobs
 
 
@@ -281,7 +296,7 @@ def _run_jobs(jobs: list[_CaseJob], num_processes: int, progress: bool, desc: st
 
 
 def _write_case(job: _CaseJob) -> dict[str, dict]:
-    phantom = make_phantom(job.seed, job.shape, job.spacing)
+    phantom = make_phantom(job.seed, job.shape, job.spacing, job.tumour_mm)
     _write_nifti(phantom.image, phantom.spacing, job.images_dir / f"{job.identifier}_0000{FILE_ENDING}")
     if job.labels_dir is not None:
         _write_nifti(phantom.label, phantom.spacing, job.labels_dir / f"{job.identifier}{FILE_ENDING}")

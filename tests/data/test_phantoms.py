@@ -114,6 +114,20 @@ def test_add_tumours_places_the_requested_count_apart_inside_a_lung() -> None:
     assert hu[label == 1].mean() > -200
 
 
+def test_tumour_diameter_range_is_respected() -> None:
+    spacing = (2.0, 1.0, 1.0)
+    z, y, x = np.ogrid[:40, :80, :80]
+    lung = ((z - 20) * 2.0) ** 2 + (y - 40.0) ** 2 + (x - 40.0) ** 2 <= 36.0**2
+    for low, high in ((5.0, 8.0), (20.0, 25.0)):
+        hu = np.where(lung, -850.0, 40.0).astype(np.float32)
+        label = np.zeros(lung.shape, dtype=np.uint8)
+        tumours = add_tumours(np.random.default_rng(1), lung, spacing, hu, label, tumour_hu=45.0, count=2,
+                              diameter_range_mm=(low, high))
+        assert tumours and all(low <= t.diameter_mm <= high for t in tumours), tumours
+    with pytest.raises(NnsslError, match="0 < MIN <= MAX"):
+        make_phantom(0, SMALL, tumour_mm=(30.0, 10.0))
+
+
 def test_labeled_phantoms_mostly_have_a_tumour() -> None:
     counts = [len(make_phantom(seed, LABELED_SMALL).tumours) for seed in range(8)]
     assert sum(c > 0 for c in counts) >= 6, counts
