@@ -10,10 +10,12 @@ What it changes in ``nnUNetTrainer`` (small hooks only, STYLE §12):
   checkpoint replaces the weights anyway);
 - ``configure_optimizers``: AdamW over layer-wise-decayed param groups, :class:`~nnssl_trainers.lr.StagedLRScheduler`;
 - ``train_step``: nnU-Net's step with a named gradient-clipping norm;
-- deep supervision off, its setter a no-op (these decoders have a single output).
+- deep supervision off, its setter a no-op (these decoders have a single output);
+- the output bias starts at a 1 % foreground prior (fresh runs), so short schedules need not unlearn 50/50.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +35,10 @@ WEIGHT_DECAY = 5e-2
 ADAMW_BETAS = (0.9, 0.98)
 GRAD_CLIP_NORM = 1.0  # nnU-Net's CNN default is 12; transformers are clipped at 1 as in nnU-Net's Primus trainers
 LOG_PREFIX = "nnssl:"
+# Output bias at start: each foreground class gets this probability everywhere (Lin et al. 2017, "Focal Loss",
+# prior init). From a 50/50 start, AdamW moves a logit by about the LR per step, so a few hundred steps are spent only
+# on learning that most voxels are background; nnU-Net's CNN escapes fast through SGD with momentum 0.99.
+FOREGROUND_PRIOR = 0.01
 COMPILED_ORIGINAL_ATTRIBUTE = "_orig_mod"  # where torch.compile keeps the original module (no public accessor)
 
 
@@ -133,6 +139,8 @@ class SSLTrainerBase(nnUNetTrainer):
             self.initialize()
         if self.current_epoch == 0:  # a fresh run; --c restored a checkpoint and --val never trains
             self.load_pretrained_weights()
+            layer = init_output_prior(self.unwrapped_network(), self.label_manager.num_segmentation_heads)
+            self.print_to_log_file(LOG_PREFIX, f"output bias of {layer}: foreground prior {FOREGROUND_PRIOR}")
         super().on_train_start()
 
     # --------------------------------------------------------------------------------------------- optimizer
@@ -179,3 +187,23 @@ class SSLTrainerBase(nnUNetTrainer):
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), GRAD_CLIP_NORM)
             self.optimizer.step()
         return {"loss": loss.detach().cpu().numpy()}
+
+
+def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREGROUND_PRIOR) -> str:
+    """Set the bias of the network's last convolution with ``num_outputs`` channels so that every foreground class
+    starts at probability ``prior`` (background bias 0); returns the layer's name.
+
+    Raises:
+        NnsslError: no such layer with a bias.
+    """
+    convolutions = (nn.Conv3d, nn.ConvTranspose3d, nn.Conv2d, nn.ConvTranspose2d)
+    found = [(name, m) for name, m in network.named_modules()
+             if isinstance(m, convolutions) and m.out_channels == num_outputs and m.bias is not None]
+    if not found:
+        raise NnsslError(f"no output convolution with {num_outputs} channels and a bias in {type(network).__name__}")
+    name, layer = found[-1]
+    with torch.no_grad():
+        layer.bias.zero_()
+        # softmax over [0, b, ..., b] gives each of the K foreground classes e^b / (1 + K e^b) = prior
+        layer.bias[1:] = math.log(prior / (1.0 - (num_outputs - 1) * prior))
+    return name

@@ -11,21 +11,27 @@ from typing import ClassVar
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnssl_trainers.base import SSLTrainerBase
 from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
 from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Epochs, iterations per epoch (train / validation) and checkpoint interval of a short schedule."""
+    """Epochs, iterations per epoch (train / validation) and checkpoint interval of a short schedule.
+
+    ``ssl_peak_lr`` replaces the SSL trainers' AdamW peak LR (3e-4 is tuned for nnU-Net's 250,000 steps; in a few
+    hundred steps it barely moves the decoder off its initial 50/50 output). nnU-Net's CNN keeps its own SGD LR.
+    """
 
     epochs: int
     iterations_per_epoch: int
     val_iterations_per_epoch: int
     save_every: int
+    ssl_peak_lr: float | None = None
 
 
-SHORT = Budget(epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=5, save_every=5)  # ~500 steps
+SHORT = Budget(epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=5, save_every=5, ssl_peak_lr=1e-3)  # 500
 TINY = Budget(epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)  # tests, smoke runs
 
 
@@ -41,6 +47,8 @@ class _Budgeted:
         self.num_iterations_per_epoch = self.budget.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.budget.val_iterations_per_epoch
         self.save_every = self.budget.save_every
+        if self.budget.ssl_peak_lr is not None and isinstance(self, SSLTrainerBase):
+            self.initial_lr = self.budget.ssl_peak_lr
 
 
 class SSLViTTrainer_short(_Budgeted, SSLViTTrainer):

@@ -13,7 +13,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnssl_trainers.short import Budget, _Budgeted
 from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
 
-STUDY = Budget(epochs=10, iterations_per_epoch=20, val_iterations_per_epoch=2, save_every=2)  # 200 steps
+STUDY = Budget(epochs=10, iterations_per_epoch=20, val_iterations_per_epoch=2, save_every=2, ssl_peak_lr=1e-3)  # 200
 
 
 class SSLViTTrainer_study(_Budgeted, SSLViTTrainer):

@@ -16,7 +16,7 @@ from nnssl.cli.transfer_plans import main as transfer_plans_main
 from nnssl.config.pretrained import PretrainedBlock, file_sha256, link_path, write_link
 from nnssl.errors import NnsslError
 from nnssl.training.checkpoint import load_pretrained_encoder
-from nnssl_trainers.base import SSLTrainerBase
+from nnssl_trainers.base import FOREGROUND_PRIOR, SSLTrainerBase, init_output_prior
 
 CPU = torch.device("cpu")
 ODD_PATCH = [28, 60, 68]  # not on the 8-voxel ViT grid: rounds to (24, 56, 64)
@@ -138,3 +138,23 @@ def test_swin_trainer_loads_and_steps_with_adapted_channels(nnunet_env: dict[str
     after = trainer.network.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith("swinViT.") for k in changed)  # stage 1: only the decoder learns
+
+
+@pytest.mark.parametrize("name", ["SSLViTTrainer_scratch_tiny", "SSLSwinTrainer_scratch_tiny"])
+def test_output_starts_at_the_foreground_prior(nnunet_env: dict[str, Path], name: str) -> None:
+    trainer = _trainer(name)
+    trainer.initialize()
+    network = trainer.unwrapped_network()
+    layer = init_output_prior(network, 2)
+    patch = trainer.configuration_manager.patch_size
+    with torch.no_grad():
+        network.eval()
+        probabilities = torch.softmax(network(torch.randn(1, 1, *patch)), 1)
+    # random weights spread the logits around the bias: the mean stays near the prior, far from 50/50
+    assert probabilities[:, 1].mean() < 5 * FOREGROUND_PRIOR, layer
+    assert dict(network.named_modules())[layer].bias[0] == 0
+    three = torch.nn.Sequential(torch.nn.Conv3d(4, 8, 3), torch.nn.Conv3d(8, 3, 1))
+    assert init_output_prior(three, 3) == "1"
+    assert torch.allclose(torch.softmax(three[1].bias, 0)[1:], torch.tensor(FOREGROUND_PRIOR))
+    with pytest.raises(NnsslError, match="no output convolution with 5 channels"):
+        init_output_prior(three, 5)
