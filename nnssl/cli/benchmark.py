@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from nnssl.cli.benchmark_budget import BUDGETS, DEFAULT_BUDGET, DEFAULT_TRAINERS, TRAINERS, get_budget, get_trainer
-from nnssl.cli.benchmark_commands import Executor, base_environment, run_command
+from nnssl.cli.benchmark_commands import NNUNET_WORKER_VARIABLES, Executor, base_environment, run_command
 from nnssl.cli.benchmark_metrics import DEFAULT_NSD_TOLERANCE_MM
 from nnssl.cli.benchmark_prepare import (
     Step,
@@ -144,7 +144,8 @@ def run_benchmark(config: StudyConfig, argv: Sequence[str] = (), dry_run: bool =
         return None
     env = base_environment(config.num_processes)
     prepare(study, steps, env, execute)
-    results = execute_runs(study, study.runs(), run_environment(env, config.jobs), execute, config.jobs)
+    results = execute_runs(study, study.runs(), run_environment(env, config.jobs, config.num_processes), execute,
+                           config.jobs)
     setup = study_setup(config, study, argv)
     write_results(config.output, study.state, setup, results)
     report = write_report(config.output, study.state, setup, results)
@@ -152,12 +153,16 @@ def run_benchmark(config: StudyConfig, argv: Sequence[str] = (), dry_run: bool =
     return report
 
 
-def run_environment(env: Mapping[str, str], jobs: int) -> dict[str, str]:
-    """``env`` for the fine-tuning runs: unless set, each of the ``jobs`` concurrent runs gets an equal share of the
-    CPU threads (torch spin-waits when more threads than cores compete)."""
+def run_environment(env: Mapping[str, str], jobs: int, num_processes: int) -> dict[str, str]:
+    """``env`` for the fine-tuning runs: unless the user set them, the ``jobs`` concurrent runs share the CPU threads
+    and the ``-np`` data-augmentation workers equally (more threads or workers than cores slow every run down:
+    torch spin-waits, and two runs with two workers each took 2.5x longer per ViT run than one run alone)."""
     run_env = dict(env)
-    if not run_env.get(THREADS_VARIABLE, "").strip():
+    if not os.environ.get(THREADS_VARIABLE, "").strip():
         run_env[THREADS_VARIABLE] = str(max(1, (os.cpu_count() or 1) // jobs))
+    for variable in NNUNET_WORKER_VARIABLES:
+        if not os.environ.get(variable, "").strip():
+            run_env[variable] = str(max(1, num_processes // jobs))
     return run_env
 
 
@@ -257,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-augmentation/preprocessing worker processes per command (default 2)")
     p.add_argument("--jobs", type=int, default=None, metavar="J",
                    help=f"fine-tuning runs at a time (default: one per CPU core up to {MAX_CPU_JOBS} on cpu, 1 on "
-                        f"cuda); each CPU run then gets cores/J threads unless {THREADS_VARIABLE} is set")
+                        f"cuda); the runs share the cores ({THREADS_VARIABLE}) and the -np workers unless you set "
+                        "them")
     p.add_argument("--dry-run", action="store_true", help="print the plan and its estimated cost, run nothing")
     return p
 

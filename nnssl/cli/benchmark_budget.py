@@ -58,6 +58,7 @@ class PretrainSettings:
     epochs: int
     iters_per_epoch: int
     batch_size: int
+    lr: float | None = None  # None: nnssl_pretrain's default
 
     @property
     def steps(self) -> int:
@@ -125,13 +126,14 @@ class StudyBudget:
                 + num_heldout * cost.case_validation_s[trainer.family] * cost.scale(patch))
 
 
-# Measured on this project's 2-core CPU machine (shared, load 3-9) with the study phantoms (32x48x48 voxels,
-# 4 x 3 x 3 mm): nnU-Net's PlainConvUNet forward+backward 1.1 CPU-s per batch of 2 at 32x48x48, the vit_tiny
-# Primus 0.02 s; most of a ViT step is nnU-Net's data augmentation.
-_CPU_COST = CostModel(step_s={Family.VIT: 0.25, Family.CNN: 1.4}, run_overhead_s=25.0,
-                      case_validation_s={Family.VIT: 0.5, Family.CNN: 2.0}, pretrain_step_s=0.25,
-                      preprocessing_s=120.0, reference_patch=(32, 48, 48), device="cpu",
-                      measured="measured on 2 shared CPU cores, study phantoms 32x48x48")
+# Measured on this project's 2-core CPU machine (quiet, one OpenMP thread and one data-augmentation worker per run)
+# with the study phantoms (32x48x48 voxels, 4 x 3 x 3 mm): nnU-Net's PlainConvUNet 0.6 s per iteration (batch 2,
+# augmentation included); a vit_tiny Primus run of 200 iterations 23 s in all, process start and validation included;
+# MAE pretraining of vit_tiny at 32^3 0.012 s per step.
+_CPU_COST = CostModel(step_s={Family.VIT: 0.06, Family.CNN: 0.6}, run_overhead_s=12.0,
+                      case_validation_s={Family.VIT: 0.3, Family.CNN: 1.0}, pretrain_step_s=0.015,
+                      preprocessing_s=30.0, reference_patch=(32, 48, 48), device="cpu",
+                      measured="measured on 2 quiet CPU cores, study phantoms 32x48x48")
 # Not measured here (no GPU in this project): nnU-Net's documented order of magnitude for 3d_fullres on one modern
 # GPU (about 0.5 s per iteration of 250 per epoch, 1000 epochs ~ 1.5 days) and Primus-S at a similar speed.
 _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=60.0,
@@ -145,14 +147,14 @@ BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
         variants={"SSLViTTrainer": "SSLViTTrainer_tiny", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_tiny",
                   "nnUNetTrainer": "nnsslUNetTrainer_tiny"},
         epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1,
-        pretraining=PretrainSettings("mae", "vit_tiny", epochs=1, iters_per_epoch=2, batch_size=2),
+        pretraining=PretrainSettings("mae", "vit_tiny", epochs=1, iters_per_epoch=2, batch_size=2, lr=1e-3),
         cost=_CPU_COST),
     StudyBudget(
         name="short", description="CPU study on small phantoms: 10 epochs x 20 iterations (batch 2) per run",
         variants={"SSLViTTrainer": "SSLViTTrainer_study", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_study",
                   "nnUNetTrainer": "nnsslUNetTrainer_study"},
         epochs=10, iterations_per_epoch=20, val_iterations_per_epoch=2,
-        pretraining=PretrainSettings("mae", "vit_tiny", epochs=100, iters_per_epoch=50, batch_size=2),
+        pretraining=PretrainSettings("mae", "vit_tiny", epochs=100, iters_per_epoch=100, batch_size=2, lr=1e-3),
         cost=_CPU_COST,
         notes=("200 steps are far from converged: the study shows the early, label-starved regime",)),
     StudyBudget(

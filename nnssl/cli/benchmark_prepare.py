@@ -121,7 +121,8 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
 def pretrain_arguments(settings: PretrainSettings) -> list[str]:
     """The ``nnssl_pretrain`` options of a budget."""
     return ["-m", settings.method, "-e", settings.encoder, "--epochs", str(settings.epochs), "--iters-per-epoch",
-            str(settings.iters_per_epoch), "--batch-size", str(settings.batch_size)]
+            str(settings.iters_per_epoch), "--batch-size", str(settings.batch_size),
+            *([] if settings.lr is None else ["--lr", str(settings.lr)])]
 
 
 def downstream_steps(config: StudyConfig, raw_folder: Path, checkpoint: Path) -> list[Step]:

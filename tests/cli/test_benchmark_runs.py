@@ -18,7 +18,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from nnssl.cli.benchmark import build_parser, config_from_args, default_jobs, main, run_benchmark
+from nnssl.cli.benchmark import (
+    build_parser,
+    config_from_args,
+    default_jobs,
+    main,
+    run_benchmark,
+    run_environment,
+)
 from nnssl.cli.benchmark_runs import RESULT_VERSION
 from nnssl.cli.benchmark_study import STUDY_FILE
 from nnssl.errors import NnsslError
@@ -208,6 +215,19 @@ def test_concurrent_runs_give_the_serial_results_and_a_failure_starts_nothing_ne
     run_benchmark(_config(tmp_path / "killed", "--jobs", "2"), execute=resumed)
     kept = len(killed.train_calls) - 1
     assert len(resumed.train_calls) == 6 - kept and sum("--c" in c for c in resumed.train_calls) == 1
+
+
+def test_concurrent_runs_share_threads_and_workers_unless_the_user_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    for variable in ("OMP_NUM_THREADS", "nnUNet_n_proc_DA", "nnUNet_def_n_proc"):
+        monkeypatch.delenv(variable, raising=False)
+    env = run_environment({"nnUNet_n_proc_DA": "4", "PATH": "/bin"}, jobs=2, num_processes=4)
+    assert env["OMP_NUM_THREADS"] == "2" and env["nnUNet_n_proc_DA"] == "2" and env["PATH"] == "/bin"
+    assert run_environment({}, jobs=4, num_processes=2)["nnUNet_n_proc_DA"] == "1"  # never 0: nnU-Net crashes
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setenv("nnUNet_n_proc_DA", "5")
+    env = run_environment({"OMP_NUM_THREADS": "3", "nnUNet_n_proc_DA": "5"}, jobs=2, num_processes=4)
+    assert env["OMP_NUM_THREADS"] == "3" and env["nnUNet_n_proc_DA"] == "5"
 
 
 def test_jobs_default_to_the_cores_on_cpu_and_one_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
