@@ -16,6 +16,7 @@ What it changes in ``nnUNetTrainer`` (small hooks only, STYLE §12):
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar
 
 import torch
@@ -39,6 +40,7 @@ LOG_PREFIX = "nnssl:"
 # prior init). From a 50/50 start, AdamW moves a logit by about the LR per step, so a few hundred steps are spent only
 # on learning that most voxels are background; nnU-Net's CNN escapes fast through SGD with momentum 0.99.
 FOREGROUND_PRIOR = 0.01
+OMP_THREADS_VARIABLE = "OMP_NUM_THREADS"
 COMPILED_ORIGINAL_ATTRIBUTE = "_orig_mod"  # where torch.compile keeps the original module (no public accessor)
 
 
@@ -61,6 +63,7 @@ class SSLTrainerBase(nnUNetTrainer):
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
+        respect_thread_limit(device)
         adaptation = adapt_plans(plans, configuration, dataset_json, type(self).__name__, self.family,
                                  self.needs_pretrained, self.default_encoder)
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -139,7 +142,8 @@ class SSLTrainerBase(nnUNetTrainer):
             self.initialize()
         if self.current_epoch == 0:  # a fresh run; --c restored a checkpoint and --val never trains
             self.load_pretrained_weights()
-            layer = init_output_prior(self.unwrapped_network(), self.label_manager.num_segmentation_heads)
+            layer = init_output_prior(self.unwrapped_network(), self.label_manager.num_segmentation_heads,
+                                      regions=self.label_manager.has_regions)
             self.print_to_log_file(LOG_PREFIX, f"output bias of {layer}: foreground prior {FOREGROUND_PRIOR}")
         super().on_train_start()
 
@@ -189,9 +193,27 @@ class SSLTrainerBase(nnUNetTrainer):
         return {"loss": loss.detach().cpu().numpy()}
 
 
-def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREGROUND_PRIOR) -> str:
+def respect_thread_limit(device: torch.device) -> int | None:
+    """On CPU, give torch the ``OMP_NUM_THREADS`` threads the user (or ``nnssl_benchmark --jobs``) asked for.
+
+    ``nnUNetv2_train -device cpu`` sets torch to every CPU before it builds the trainer, which overrides the variable;
+    concurrent runs then oversubscribe the cores and torch's threads spin-wait on each other. Returns the count set.
+    """
+    value = os.environ.get(OMP_THREADS_VARIABLE, "").strip()
+    if torch.device(device).type != "cpu" or not value.isdigit() or int(value) < 1:
+        return None
+    torch.set_num_threads(int(value))
+    return int(value)
+
+
+def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREGROUND_PRIOR,
+                      regions: bool = False) -> str:
     """Set the bias of the network's last convolution with ``num_outputs`` channels so that every foreground class
-    starts at probability ``prior`` (background bias 0); returns the layer's name.
+    starts at probability ``prior``; returns the layer's name.
+
+    Softmax outputs (labels): background bias 0, each of the K foreground channels ``log(p / (1 - K p))``, with ``p``
+    capped at ``0.5 / K`` for datasets with many classes. Sigmoid outputs (nnU-Net regions): every channel
+    ``log(p / (1 - p))``.
 
     Raises:
         NnsslError: no such layer with a bias.
@@ -203,7 +225,11 @@ def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREG
         raise NnsslError(f"no output convolution with {num_outputs} channels and a bias in {type(network).__name__}")
     name, layer = found[-1]
     with torch.no_grad():
-        layer.bias.zero_()
-        # softmax over [0, b, ..., b] gives each of the K foreground classes e^b / (1 + K e^b) = prior
-        layer.bias[1:] = math.log(prior / (1.0 - (num_outputs - 1) * prior))
+        if regions:
+            layer.bias.fill_(math.log(prior / (1.0 - prior)))
+        else:
+            foreground = max(1, num_outputs - 1)
+            p = min(prior, 0.5 / foreground)
+            layer.bias.zero_()
+            layer.bias[1:] = math.log(p / (1.0 - foreground * p))  # softmax of [0, b, ..., b] gives p each
     return name

@@ -11,7 +11,7 @@ from typing import ClassVar
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnssl_trainers.base import SSLTrainerBase
+from nnssl_trainers.base import SSLTrainerBase, respect_thread_limit
 from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
 from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
 
@@ -32,7 +32,7 @@ class Budget:
 
 
 SHORT = Budget(epochs=20, iterations_per_epoch=25, val_iterations_per_epoch=5, save_every=5, ssl_peak_lr=1e-3)  # 500
-TINY = Budget(epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1)  # tests, smoke runs
+TINY = Budget(epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save_every=1, ssl_peak_lr=1e-3)  # tests
 
 
 class _Budgeted:
@@ -43,6 +43,7 @@ class _Budgeted:
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)  # type: ignore[call-arg]
+        respect_thread_limit(device)  # nnsslUNetTrainer_* too: nnU-Net's CNN gets the same override
         self.num_epochs = self.budget.epochs
         self.num_iterations_per_epoch = self.budget.iterations_per_epoch
         self.num_val_iterations_per_epoch = self.budget.val_iterations_per_epoch

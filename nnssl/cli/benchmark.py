@@ -131,7 +131,7 @@ def study_setup(config: StudyConfig, study: Study, argv: Sequence[str]) -> dict[
     return {"command": shlex.join(["nnssl_benchmark", *argv]), "budget_description": budget.description,
             "epochs": budget.epochs, "iterations_per_epoch": budget.iterations_per_epoch,
             "variants": {t.name: budget.variant(t.name) for t in config.trainers}, "notes": list(budget.notes),
-            "nsd_tolerance_mm": config.nsd_tolerance_mm, "device": config.device,
+            "nsd_tolerance_mm": config.nsd_tolerance_mm, "device": config.device, "jobs": config.jobs,
             "pretraining": pretraining_facts(target)}
 
 
@@ -159,7 +159,7 @@ def run_environment(env: Mapping[str, str], jobs: int, num_processes: int) -> di
     torch spin-waits, and two runs with two workers each took 2.5x longer per ViT run than one run alone)."""
     run_env = dict(env)
     if not os.environ.get(THREADS_VARIABLE, "").strip():
-        run_env[THREADS_VARIABLE] = str(max(1, (os.cpu_count() or 1) // jobs))
+        run_env[THREADS_VARIABLE] = str(max(1, usable_cpus() // jobs))
     for variable in NNUNET_WORKER_VARIABLES:
         if not os.environ.get(variable, "").strip():
             run_env[variable] = str(max(1, num_processes // jobs))
@@ -176,10 +176,10 @@ def execute_runs(study: Study, runs: Sequence[StudyRun], env: Mapping[str, str],
     for run in runs:  # subset folders first: concurrent runs of one subset would race on its links
         if study.status(run) in (RunStatus.TODO, RunStatus.PARTIAL):
             prepare_subset(study, run)
-    done, lock, failed = 0, threading.Lock(), threading.Event()
+    lock, failed = threading.Lock(), threading.Event()
+    state: dict[str, Any] = {"done": 0, "error": None}
 
     def one(run: StudyRun) -> dict[str, Any] | None:
-        nonlocal done
         if failed.is_set():
             return None  # another run failed: start nothing new
         status = study.status(run)
@@ -188,22 +188,30 @@ def execute_runs(study: Study, runs: Sequence[StudyRun], env: Mapping[str, str],
             print(f"{prefix}: {status}, started", flush=True)
         try:
             result = execute_run(study, run, env, execute)
-        except BaseException:
+        except BaseException as err:
+            with lock:
+                state["error"] = state["error"] or err  # the first failure in time is the one reported
             failed.set()
             raise
         with lock:
-            done += 1
+            state["done"] += 1
+            count = state["done"]
         dice = result["metrics"]["mean"]["Dice"]
         took = "" if result.get("wall_s") is None or status == RunStatus.DONE else f" in {result['wall_s']:.0f} s"
-        print(f"nnssl: [{done}/{len(runs)}] {run.name}: Dice {'n/a' if dice is None else f'{dice:.3f}'}{took}"
+        print(f"nnssl: [{count}/{len(runs)}] {run.name}: Dice {'n/a' if dice is None else f'{dice:.3f}'}{took}"
               + (" (reused)" if status == RunStatus.DONE else ""), flush=True)
         return result
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="nnssl-run") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="nnssl-run")
+    try:
         futures = [pool.submit(one, run) for run in runs]
-    errors = [f.exception() for f in futures if f.exception() is not None]
-    if errors:
-        raise errors[0]
+        pool.shutdown(wait=True)
+    except BaseException:  # Ctrl-C or a signal in this thread: start nothing new, let the running ones end
+        failed.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    if state["error"] is not None:
+        raise state["error"]
     return [f.result() for f in futures]
 
 
@@ -288,8 +296,16 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 
 
 def default_jobs(device: str) -> int:
-    """Concurrent runs by default: one per CPU core (capped) on cpu; one on cuda (a run fills the GPU)."""
-    return 1 if device == "cuda" else max(1, min(MAX_CPU_JOBS, os.cpu_count() or 1))
+    """Concurrent runs by default: one per usable CPU (capped) on cpu; one on cuda (a run fills the GPU)."""
+    return 1 if device == "cuda" else max(1, min(MAX_CPU_JOBS, usable_cpus()))
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. ``taskset``/cpusets), else all of the machine's."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _default_device() -> str:

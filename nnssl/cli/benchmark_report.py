@@ -170,8 +170,9 @@ def write_report(output: Path, study: dict[str, Any], setup: dict[str, Any], run
         f"mirroring) and its evaluator gives the Dice; MONAI gives the surface Dice (NSD) at "
         f"{setup['nsd_tolerance_mm']:g} mm and HD95 (mm). Case-level conventions: both masks empty → left out; one "
         "empty → Dice 0, NSD 0, HD95 = image diagonal.",
-        f"- **Runs**: {len(runs)} finished on device `{setup['device']}`; their `nnUNetv2_train` commands (training "
-        f"+ validation) took {sum(wall) / SECONDS_PER_MINUTE:.1f} min of wall time ({len(wall)} timed).", "",
+        f"- **Runs**: {len(runs)} finished on device `{setup['device']}`, {setup.get('jobs', 1)} at a time; their "
+        f"`nnUNetv2_train` commands (training + validation) took {sum(wall) / SECONDS_PER_MINUTE:.1f} min of wall "
+        f"time summed over runs ({len(wall)} timed).", "",
         "## Dice (points, mean ± sd over repeats)", "", *_metric_table(summary, "Dice", DICE_POINTS), "",
         f"![label efficiency]({plot.name})", "",
         "## Pretrained vs baselines (paired by repeat)", "", *_goal_lines(runs), "",

@@ -14,6 +14,7 @@ and the next invocation continues it from nnU-Net's ``checkpoint_latest.pth`` (`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -76,7 +77,8 @@ def prepare_subset(study: Study, run: StudyRun) -> Path:
         link = private / entry.name
         if entry.name == SPLITS_FILE or entry.name.startswith(".") or link.is_symlink() or link.exists():
             continue
-        link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
+        with contextlib.suppress(FileExistsError):  # a concurrent run of the same subset linked it first
+            link.symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
     overlap = set(run.train_cases) & set(study.heldout)
     if overlap:  # draw_subset works on the pool without the held-out cases; this guards the invariant
         raise NnsslError(f"internal error: held-out cases {sorted(overlap)} in the training subset {run.subset}")

@@ -210,7 +210,7 @@ def write_phantom_dataset(folder: Path, n: int, labeled: bool, seed: int, num_te
         spacing: fixed spacing (Z, Y, X) in mm, or the range each case's spacing is drawn from.
         overwrite: replace an existing ``folder``.
         progress: show a tqdm progress bar.
-        tumour_mm: range of the tumours' nominal diameters in mm (labeled datasets).
+        tumour_mm: range of the tumours' nominal diameters in mm (all datasets: unlabeled phantoms have tumours too).
 
     Returns:
         ``folder``.

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -77,13 +78,16 @@ class FakeCommands:
         self.folders = folders
         self.kill = kill
         self.calls: list[list[str]] = []
+        self.lock = threading.Lock()  # concurrent runs (--jobs) call this from several threads
 
     @property
     def train_calls(self) -> list[list[str]]:
         return [c for c in self.calls if c[0] == TRAIN]
 
     def __call__(self, command: Sequence[str], env: Mapping[str, str], log: Path) -> float:
-        self.calls.append(list(command))
+        with self.lock:
+            self.calls.append(list(command))
+            number = len(self.train_calls)  # this call's place among the training calls
         name = command[0]
         pre = Path(env["nnUNet_preprocessed"]) / LABELED
         ids = [p.name.removesuffix(".nii.gz") for p in (self.folders["raw"] / "labelsTr").iterdir()]
@@ -110,7 +114,7 @@ class FakeCommands:
             (pre / "nnsslPlans.json").write_text(json.dumps(_plans(GRID_PATCH, pretrained=block)))
             self._cases(pre / "nnsslPlans_3d_fullres", ids)
         elif name == TRAIN:
-            self._train(command, env)
+            self._train(command, env, number)
         return 1.0
 
     @staticmethod
@@ -120,7 +124,7 @@ class FakeCommands:
             for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
                 (folder / f"{i}{suffix}").write_bytes(b"")
 
-    def _train(self, command: Sequence[str], env: Mapping[str, str]) -> None:
+    def _train(self, command: Sequence[str], env: Mapping[str, str], number: int) -> None:
         trainer, plans = command[command.index("-tr") + 1], command[command.index("-p") + 1]
         split = json.loads((Path(env["nnUNet_preprocessed"]) / LABELED / "splits_final.json").read_text())
         assert len(split) == 1 and not set(split[0]["train"]) & set(split[0]["val"])
@@ -128,8 +132,10 @@ class FakeCommands:
         fold = model / "fold_0"
         fold.mkdir(parents=True, exist_ok=True)
         (fold / "checkpoint_latest.pth").write_bytes(b"")
-        if self.kill is not None and len(self.train_calls) == self.kill:
+        if self.kill is not None and number == self.kill:
             raise NnsslError("killed")
+        # earlier runs end later, so the results' order must not come from completion order
+        time.sleep(max(0.0, 0.05 * (6 - number)) if self.kill is None else 0.0)
         (model / "plans.json").write_text(json.dumps(_plans(GRID_PATCH if plans == "nnsslPlans" else NNUNET_PATCH)))
         (fold / "checkpoint_final.pth").write_bytes(b"")
         entries = []
@@ -218,7 +224,7 @@ def test_concurrent_runs_give_the_serial_results_and_a_failure_starts_nothing_ne
 
 
 def test_concurrent_runs_share_threads_and_workers_unless_the_user_set_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("nnssl.cli.benchmark.usable_cpus", lambda: 4)
     for variable in ("OMP_NUM_THREADS", "nnUNet_n_proc_DA", "nnUNet_def_n_proc"):
         monkeypatch.delenv(variable, raising=False)
     env = run_environment({"nnUNet_n_proc_DA": "4", "PATH": "/bin"}, jobs=2, num_processes=4)
@@ -231,9 +237,9 @@ def test_concurrent_runs_share_threads_and_workers_unless_the_user_set_them(monk
 
 
 def test_jobs_default_to_the_cores_on_cpu_and_one_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr("nnssl.cli.benchmark.usable_cpus", lambda: 2)
     assert default_jobs("cpu") == 2 and default_jobs("cuda") == 1
-    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("nnssl.cli.benchmark.usable_cpus", lambda: 64)
     assert default_jobs("cpu") == 4
     with pytest.raises(NnsslError, match="--jobs must be at least 1"):
         config_from_args(build_parser().parse_args(["-d", "501", "-pd", "500", "--jobs", "0", "--device", "cpu"]))

@@ -16,7 +16,7 @@ from nnssl.cli.transfer_plans import main as transfer_plans_main
 from nnssl.config.pretrained import PretrainedBlock, file_sha256, link_path, write_link
 from nnssl.errors import NnsslError
 from nnssl.training.checkpoint import load_pretrained_encoder
-from nnssl_trainers.base import FOREGROUND_PRIOR, SSLTrainerBase, init_output_prior
+from nnssl_trainers.base import FOREGROUND_PRIOR, SSLTrainerBase, init_output_prior, respect_thread_limit
 
 CPU = torch.device("cpu")
 ODD_PATCH = [28, 60, 68]  # not on the 8-voxel ViT grid: rounds to (24, 56, 64)
@@ -158,3 +158,27 @@ def test_output_starts_at_the_foreground_prior(nnunet_env: dict[str, Path], name
     assert torch.allclose(torch.softmax(three[1].bias, 0)[1:], torch.tensor(FOREGROUND_PRIOR))
     with pytest.raises(NnsslError, match="no output convolution with 5 channels"):
         init_output_prior(three, 5)
+
+
+def test_output_prior_for_many_classes_and_for_regions() -> None:
+    many = torch.nn.Conv3d(4, 150, 1)  # 149 foreground classes: 1 % each would leave no room for background
+    init_output_prior(many, 150)
+    probabilities = torch.softmax(many.bias, 0)
+    assert probabilities[0] >= 0.49 and torch.allclose(probabilities[1:], probabilities[1])
+    regions = torch.nn.Conv3d(4, 3, 1)  # nnU-Net regions: sigmoid per channel, no background channel
+    init_output_prior(regions, 3, regions=True)
+    assert torch.allclose(torch.sigmoid(regions.bias), torch.tensor(FOREGROUND_PRIOR))
+
+
+def test_cpu_training_keeps_the_thread_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # what `nnUNetv2_train -device cpu` does: every CPU
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert respect_thread_limit(CPU) == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert respect_thread_limit(torch.device("cuda")) is None and torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert respect_thread_limit(CPU) is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
