@@ -2,9 +2,9 @@
 
 ``nnssl_benchmark --budget short`` fine-tunes 3 trainers x label counts x repeats (36 runs for ``--labels 2 4 8 all
 --folds 0 1 2``) and must finish on CPU phantoms in under 45 min on 2 cores. nnU-Net's default CNN costs about
-1-3 CPU-seconds per step at 32x48x48..32x64x64 (batch 2), 30-100x the ``vit_tiny`` Primus, so the
-:data:`~nnssl_trainers.short.SHORT` budget (500 steps) would take hours; :data:`STUDY` is 200 steps. All three trainers
-get the same epochs and iterations, so the comparison stays equal-budget.
+0.6 s per step at 32x48x48 (batch 2, one thread), 10x the ``vit_tiny`` Primus, so the
+:data:`~nnssl_trainers.short.SHORT` budget (500 steps) would take over an hour; :data:`STUDY` is 200 steps (the whole
+study: 37 min). All three trainers get the same epochs and iterations, so the comparison stays equal-budget.
 """
 from __future__ import annotations
 
