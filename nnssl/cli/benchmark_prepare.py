@@ -14,6 +14,7 @@ field of view.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,7 +170,8 @@ def nnunet_patch_size(folder: Path) -> list[int] | None:
 
 def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str], patch: list[int]) -> bool:
     """``nnsslPlans.json`` points at ``checkpoint`` with its current sha256, its patch is nnU-Net's ``patch`` on the
-    encoder grid (within one grid step per axis), and its data is complete."""
+    encoder grid (within one grid step per axis, after ``nnssl_transfer_plans``' cap at the median image shape), and
+    its data is complete."""
     plans = folder / f"{DEFAULT_PLANS_NAME}.json"
     if not plans.is_file() or not checkpoint.is_file():
         return False
@@ -179,10 +181,12 @@ def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str
         block = conf[PRETRAINED_KEY]
         transpose = [int(a) for a in content.get("transpose_forward", range(len(patch)))]
         ours = [int(v) for v in conf["patch_size"]]
+        median = [float(v) for v in conf.get("median_image_size_in_voxels", [math.inf] * len(patch))]
         grid = max(finetune_architecture(block["encoder"]).patch_multiple)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, NnsslError):
         return False
-    wanted = [patch[a] for a in transpose]
+    wanted = [min(patch[a], m if math.isinf(m) else math.ceil(m / grid) * grid)
+              for a, m in zip(transpose, median, strict=True)]
     same = Path(block.get("checkpoint", "")).resolve() == checkpoint.resolve() and \
         block.get("sha256") == file_sha256(checkpoint)
     near = all(abs(a - b) < grid for a, b in zip(ours, wanted, strict=True))

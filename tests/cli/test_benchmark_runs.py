@@ -27,8 +27,10 @@ from nnssl.cli.benchmark import (
     run_benchmark,
     run_environment,
 )
+from nnssl.cli.benchmark_prepare import _matched_plans_current
 from nnssl.cli.benchmark_runs import RESULT_VERSION
 from nnssl.cli.benchmark_study import STUDY_FILE
+from nnssl.config.pretrained import file_sha256
 from nnssl.errors import NnsslError
 from nnssl.models.registry import build_encoder
 
@@ -328,3 +330,19 @@ def test_a_step_that_leaves_no_output_is_reported(datasets: dict[str, Path], tmp
 
     with pytest.raises(NnsslError, match="pretraining: `nnssl_pretrain .*` finished but its output is incomplete"):
         run_benchmark(_config(tmp_path / "bench"), execute=pretrain_writes_nothing)
+
+
+def test_matched_plans_capped_at_the_median_image_count_as_current(tmp_path: Path) -> None:
+    """nnssl_transfer_plans caps the patch at the median image shape (on the grid): Sarcoma CT asked 56x192x192 and
+    got 56x184x192 (median 59x184x186); that must be reused, not reported as an incomplete step."""
+    checkpoint = tmp_path / "checkpoint_final.pth"
+    checkpoint.write_bytes(b"weights")
+    block = {"checkpoint": str(checkpoint), "sha256": file_sha256(checkpoint),
+             "encoder": build_encoder("vit_tiny", 1, GRID_PATCH).config()}
+    conf = {"patch_size": [56, 184, 192], "median_image_size_in_voxels": [59, 184, 186], "pretrained": block}
+    (tmp_path / "nnsslPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": conf}}))
+    assert _matched_plans_current(tmp_path, checkpoint, [], [56, 192, 192])
+    assert not _matched_plans_current(tmp_path, checkpoint, [], [56, 160, 192])  # nnU-Net planned another patch
+    conf.pop("median_image_size_in_voxels")
+    (tmp_path / "nnsslPlans.json").write_text(json.dumps({"configurations": {"3d_fullres": conf}}))
+    assert not _matched_plans_current(tmp_path, checkpoint, [], [56, 192, 192])  # no median: no cap to explain 184
