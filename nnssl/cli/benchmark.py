@@ -34,7 +34,7 @@ from nnssl.cli.benchmark_prepare import (
     resolve_pretraining,
 )
 from nnssl.cli.benchmark_report import write_report, write_results
-from nnssl.cli.benchmark_runs import execute_run, prepare_subset
+from nnssl.cli.benchmark_runs import execute_run
 from nnssl.cli.benchmark_study import NNUNET_PREPROCESSED, STUDY_FILE, RunStatus, Study, StudyConfig, StudyRun
 from nnssl.cli.benchmark_subsets import heldout_images_seen, label_count_name, parse_label_count
 from nnssl.cli.entry import cli_entry
@@ -170,12 +170,10 @@ def execute_runs(study: Study, runs: Sequence[StudyRun], env: Mapping[str, str],
                  jobs: int) -> list[dict[str, Any]]:
     """Train and score ``runs``, ``jobs`` at a time; results in the order of ``runs``.
 
-    Runs are independent subprocesses, so threads only wait on them. After a failure the runs already started
+    Runs are independent subprocesses, so threads only wait on them; runs of one subset may link its folder at the
+    same time (``prepare_subset`` tolerates that). After a failure the runs already started
     finish (their results are kept for the next invocation), no new run starts, and the first error is raised.
     """
-    for run in runs:  # subset folders first: concurrent runs of one subset would race on its links
-        if study.status(run) in (RunStatus.TODO, RunStatus.PARTIAL):
-            prepare_subset(study, run)
     lock, failed = threading.Lock(), threading.Event()
     state: dict[str, Any] = {"done": 0, "error": None}
 

@@ -14,7 +14,6 @@ field of view.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from nnssl.config.pretrained import PRETRAINED_KEY, file_sha256
 from nnssl.data.dataset import complete_identifiers, data_folder, plans_file
 from nnssl.data.raw_dataset import list_raw_cases
 from nnssl.errors import NnsslError
-from nnssl.models.finetune_arch import finetune_architecture
+from nnssl.models.finetune_arch import cap_patch_to_median, finetune_architecture
 from nnssl.paths import PREPROCESSED, RAW, RESULTS, env_folder, find_dataset, parse_dataset_name
 
 
@@ -181,12 +180,14 @@ def _matched_plans_current(folder: Path, checkpoint: Path, identifiers: list[str
         block = conf[PRETRAINED_KEY]
         transpose = [int(a) for a in content.get("transpose_forward", range(len(patch)))]
         ours = [int(v) for v in conf["patch_size"]]
-        median = [float(v) for v in conf.get("median_image_size_in_voxels", [math.inf] * len(patch))]
-        grid = max(finetune_architecture(block["encoder"]).patch_multiple)
+        median = conf.get("median_image_size_in_voxels")
+        multiple = finetune_architecture(block["encoder"]).patch_multiple
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, NnsslError):
         return False
-    wanted = [min(patch[a], m if math.isinf(m) else math.ceil(m / grid) * grid)
-              for a, m in zip(transpose, median, strict=True)]
+    grid = max(multiple)
+    wanted = [patch[a] for a in transpose]
+    if median is not None:
+        wanted = cap_patch_to_median(wanted, median, [multiple[a] for a in transpose])
     same = Path(block.get("checkpoint", "")).resolve() == checkpoint.resolve() and \
         block.get("sha256") == file_sha256(checkpoint)
     near = all(abs(a - b) < grid for a, b in zip(ours, wanted, strict=True))

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from nnssl.config.enums import Normalization
 from nnssl.config.plans import DEFAULT_PLANS_NAME, write_json_atomic
 from nnssl.config.pretrained import PRETRAINED_KEY, PretrainedBlock, file_sha256, write_link
 from nnssl.errors import NnsslError
-from nnssl.models.finetune_arch import finetune_architecture, round_patch_size
+from nnssl.models.finetune_arch import cap_patch_to_median, finetune_architecture, round_patch_size
 from nnssl.paths import env_folder, find_dataset, nnssl_results, parse_dataset_name
 from nnssl.training.checkpoint import CHECKPOINT_FINAL, load_pretrained_encoder
 
@@ -126,8 +125,7 @@ def transfer_configuration(source_plans: dict[str, Any], dataset_json: dict[str,
     multiple = [architecture.patch_multiple[a] for a in transpose]
     wanted = [int(v) for v in (patch_size if patch_size is not None else pre.downstream_patch_size)]
     wanted = [wanted[a] for a in transpose]
-    capped = [min(w, math.ceil(m / k) * k) for w, m, k in zip(wanted, median, multiple, strict=True)]
-    conf["patch_size"] = list(round_patch_size(capped, multiple))
+    conf["patch_size"] = list(round_patch_size(cap_patch_to_median(wanted, median, multiple), multiple))
     notes.append(f"patch size {conf['patch_size']} (requested {wanted}, image median {median}, grid {multiple})")
     conf["architecture"] = architecture.plans_entry()
     conf[PRETRAINED_KEY] = block.to_dict()

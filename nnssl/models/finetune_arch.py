@@ -13,6 +13,7 @@ which the trainer takes from the plans' ``patch_size`` so that there is only one
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,13 @@ def finetune_architecture(encoder_config: dict[str, Any],
     """
     key = look_up_option(str(encoder_config.get("class")), sorted(_BUILDERS), "encoder class for fine-tuning")
     return _BUILDERS[key](encoder_config, drop_path_rate)
+
+
+def cap_patch_to_median(patch_size: Sequence[int], median_shape: Sequence[float],
+                        multiple: Sequence[int]) -> list[int]:
+    """``patch_size`` capped per axis at the median image shape rounded up to ``multiple``, so crops hold image,
+    not padding (``nnssl_transfer_plans`` asks for nnU-Net's patch; Sarcoma CT: 56x192x192 -> 56x184x192)."""
+    return [min(int(p), math.ceil(m / k) * k) for p, m, k in zip(patch_size, median_shape, multiple, strict=True)]
 
 
 def round_patch_size(patch_size: Sequence[int], multiple: Sequence[int]) -> tuple[int, int, int]:
