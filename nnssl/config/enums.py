@@ -2,17 +2,12 @@
 from __future__ import annotations
 
 import difflib
-import enum
 from collections.abc import Iterable
+from enum import StrEnum
 
 from nnssl.errors import NnsslError
 
-
-class StrEnum(str, enum.Enum):
-    """``enum.StrEnum`` for Python 3.10."""
-
-    def __str__(self) -> str:
-        return str(self.value)
+__all__ = ["Normalization", "StrEnum", "look_up_option"]
 
 
 class Normalization(StrEnum):
