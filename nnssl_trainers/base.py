@@ -7,7 +7,7 @@ What it changes in ``nnUNetTrainer`` (small hooks only, STYLE §12):
 - ``build_network_architecture``: builds the network from ``configuration["architecture"]`` and the plans' patch size
   (a classmethod: nnU-Net and its predictor call it on the class with the documented signature);
 - ``on_train_start``: loads the pretrained encoder before the first epoch (not on ``--c`` / ``--val``, whose
-  checkpoint replaces the weights anyway);
+  checkpoint replaces the weights anyway, nor after nnU-Net's ``-pretrained_weights`` loaded a whole network);
 - ``configure_optimizers``: AdamW over layer-wise-decayed param groups, :class:`~nnssl_trainers.lr.StagedLRScheduler`;
 - ``train_step``: nnU-Net's step with a named gradient-clipping norm;
 - deep supervision off, its setter a no-op (these decoders have a single output);
@@ -72,6 +72,7 @@ class SSLTrainerBase(nnUNetTrainer):
         self.weight_decay = WEIGHT_DECAY
         self.enable_deep_supervision = False
         self.pretrained_report: LoadReport | None = None
+        self._initial_checksum: torch.Tensor | None = None
         for message in adaptation.messages:
             self.print_to_log_file(LOG_PREFIX, message)
         for warning in adaptation.warnings:
@@ -137,14 +138,30 @@ class SSLTrainerBase(nnUNetTrainer):
         self.pretrained_report = report
         return report
 
+    def initialize(self) -> None:
+        super().initialize()
+        # nnU-Net's -pretrained_weights loads a whole network between initialize() and on_train_start().
+        self._initial_checksum = weights_checksum(self.unwrapped_network())
+
+    def init_fresh_weights(self) -> None:
+        """Start of a fresh run: the linked encoder and the output-bias prior, unless the network's weights were
+        replaced since ``initialize()`` (``nnUNetv2_train -pretrained_weights``), which are then kept as loaded."""
+        if not self.was_initialized:
+            self.initialize()
+        if not torch.equal(weights_checksum(self.unwrapped_network()), self._initial_checksum):
+            self.print_to_log_file(LOG_PREFIX, "the network's weights were loaded after initialization (nnU-Net's "
+                                   "-pretrained_weights): kept; no SSL encoder or output prior applied")
+            return
+        self.load_pretrained_weights()
+        layer = init_output_prior(self.unwrapped_network(), self.label_manager.num_segmentation_heads,
+                                  regions=self.label_manager.has_regions)
+        self.print_to_log_file(LOG_PREFIX, f"output bias of {layer}: foreground prior {FOREGROUND_PRIOR}")
+
     def on_train_start(self) -> None:
         if not self.was_initialized:
             self.initialize()
         if self.current_epoch == 0:  # a fresh run; --c restored a checkpoint and --val never trains
-            self.load_pretrained_weights()
-            layer = init_output_prior(self.unwrapped_network(), self.label_manager.num_segmentation_heads,
-                                      regions=self.label_manager.has_regions)
-            self.print_to_log_file(LOG_PREFIX, f"output bias of {layer}: foreground prior {FOREGROUND_PRIOR}")
+            self.init_fresh_weights()
         super().on_train_start()
 
     # --------------------------------------------------------------------------------------------- optimizer
@@ -204,6 +221,12 @@ def respect_thread_limit(device: torch.device) -> int | None:
         return None
     torch.set_num_threads(int(value))
     return int(value)
+
+
+def weights_checksum(network: nn.Module) -> torch.Tensor:
+    """Per-parameter float64 sums (on CPU): cheap, and different after any load of other weights."""
+    with torch.no_grad():
+        return torch.stack([p.detach().double().sum() for p in network.parameters()]).cpu()
 
 
 def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREGROUND_PRIOR,

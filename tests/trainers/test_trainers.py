@@ -160,6 +160,33 @@ def test_output_starts_at_the_foreground_prior(nnunet_env: dict[str, Path], name
         init_output_prior(three, 5)
 
 
+def test_pretrained_weights_flag_keeps_the_loaded_network(nnunet_env: dict[str, Path], fake_pretraining: ModuleType,
+                                                           tmp_path: Path) -> None:
+    """``nnUNetv2_train ... -pretrained_weights FILE`` loads a whole network after initialize(); it must survive."""
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights as nnunet_load_pretrained_weights
+
+    checkpoint = nnunet_env["nnssl_results"] / "ckpt.pth"
+    fake_pretraining.write_fake_checkpoint(checkpoint, "vit_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    donor = _trainer("SSLViTTrainer_scratch_tiny")
+    donor.initialize()
+    donor.save_checkpoint(str(tmp_path / "donor.pth"))
+
+    trainer = _trainer("SSLViTTrainer_tiny")
+    trainer.initialize()
+    nnunet_load_pretrained_weights(trainer.network, str(tmp_path / "donor.pth"))  # what run_training does
+    trainer.init_fresh_weights()
+    assert trainer.pretrained_report is None
+    donor_weights = donor.network.state_dict()
+    assert all(torch.equal(v, donor_weights[k]) for k, v in trainer.network.state_dict().items())
+
+    fresh = _trainer("SSLViTTrainer_tiny")  # without the flag: the linked encoder and the output prior
+    fresh.init_fresh_weights()
+    assert fresh.pretrained_report is not None and fresh.pretrained_report.loaded_fraction == 1.0
+    assert not torch.equal(fresh.network.state_dict()["eva.blocks.0.attn.proj.weight"],
+                           donor_weights["eva.blocks.0.attn.proj.weight"])
+
+
 def test_output_prior_for_many_classes_and_for_regions() -> None:
     many = torch.nn.Conv3d(4, 150, 1)  # 149 foreground classes: 1 % each would leave no room for background
     init_output_prior(many, 150)
