@@ -99,7 +99,12 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     settings = config.budget.pretraining
     cost = config.budget.cost
     if target.checkpoint.is_file():
-        return [Step("pretraining", None, f"reusing the finished pretraining {target.checkpoint}")]
+        differences = settings_differences(settings, target.run_folder / PRETRAIN_CONFIG_FILE)
+        note = f"reusing the finished pretraining {target.checkpoint}"
+        if differences:
+            note += (f"; WARNING: it was trained with {', '.join(differences)} (run vs this budget): the study "
+                     f"measures that run; delete {target.run_folder} to pretrain with the budget's settings")
+        return [Step("pretraining", None, note)]
     steps = []
     preprocessed = env_folder(PREPROCESSED) / target.dataset_name
     raw = env_folder(RAW) / target.dataset_name
@@ -116,6 +121,17 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     note = f"{'continue' if resume else 'run'} {settings.method} on {settings.encoder}, {settings.steps} steps"
     steps.append(Step("pretraining", command, note, settings.steps * cost.pretrain_step_s))
     return steps
+
+
+def settings_differences(settings: PretrainSettings, config_file: Path) -> list[str]:
+    """``"epochs 5 vs 100"``-style entries where a finished run's saved config differs from the budget's settings
+    (``lr`` only when the budget sets one); ``["no saved config"]`` when the run has none."""
+    if not config_file.is_file():
+        return ["no saved config"]
+    saved = json.loads(config_file.read_text())
+    wanted = {"epochs": settings.epochs, "iters_per_epoch": settings.iters_per_epoch,
+              "batch_size": settings.batch_size, **({} if settings.lr is None else {"lr": settings.lr})}
+    return [f"{key} {saved.get(key)} vs {value}" for key, value in wanted.items() if saved.get(key) != value]
 
 
 def pretrain_arguments(settings: PretrainSettings) -> list[str]:
@@ -203,7 +219,7 @@ def pretraining_facts(target: PretrainingTarget) -> dict[str, Any]:
     if config_file.is_file():
         saved = json.loads(config_file.read_text())
         facts["config"] = {k: saved.get(k) for k in ("method", "encoder", "epochs", "iters_per_epoch", "batch_size",
-                                                      "patch_size", "device")}
+                                                      "lr", "patch_size", "device")}
     raw = env_folder(RAW) / target.dataset_name
     facts["num_images"] = len(list_raw_cases(raw)) if raw.is_dir() else None
     return facts

@@ -27,7 +27,7 @@ from nnssl.cli.benchmark import (
     run_benchmark,
     run_environment,
 )
-from nnssl.cli.benchmark_prepare import _matched_plans_current
+from nnssl.cli.benchmark_prepare import _matched_plans_current, pretraining_steps, resolve_pretraining
 from nnssl.cli.benchmark_runs import RESULT_VERSION
 from nnssl.cli.benchmark_study import STUDY_FILE
 from nnssl.config.pretrained import file_sha256
@@ -100,6 +100,10 @@ class FakeCommands:
             run = self.folders["nnssl_results"] / UNLABELED / "mae__vit_tiny__nnsslPlans"
             run.mkdir(parents=True, exist_ok=True)
             (run / "checkpoint_final.pth").write_bytes(b"weights")
+            options = dict(zip(command[1::2], command[2::2], strict=False))  # what nnssl_pretrain saves
+            saved = {"epochs": int(options["--epochs"]), "iters_per_epoch": int(options["--iters-per-epoch"]),
+                     "batch_size": int(options["--batch-size"]), "lr": float(options.get("--lr", 1e-4))}
+            (run / "pretrain_config.json").write_text(json.dumps(saved))
         elif name == "nnUNetv2_plan_and_preprocess":
             self._cases(pre / "nnUNetPlans_3d_fullres", ids)
             (pre / "nnUNetPlans.json").write_text(json.dumps(_plans(NNUNET_PATCH)))
@@ -191,6 +195,19 @@ def test_finished_runs_are_reused(datasets: dict[str, Path], tmp_path: Path) -> 
     again = FakeCommands(datasets)
     run_benchmark(config, execute=again)
     assert again.calls == []  # every step and run reused
+
+
+def test_reused_pretraining_with_other_settings_is_flagged(datasets: dict[str, Path], tmp_path: Path) -> None:
+    config = _config(tmp_path / "bench")
+    run_benchmark(config, execute=FakeCommands(datasets))
+    target = resolve_pretraining(config)
+    [step] = pretraining_steps(config, target)
+    assert step.command is None and "reusing" in step.note and "WARNING" not in step.note
+    saved = json.loads((target.run_folder / "pretrain_config.json").read_text())
+    (target.run_folder / "pretrain_config.json").write_text(json.dumps({**saved, "epochs": saved["epochs"] + 7}))
+    [step] = pretraining_steps(config, target)
+    assert step.command is None
+    assert f"epochs {saved['epochs'] + 7} vs {saved['epochs']}" in step.note and str(target.run_folder) in step.note
 
 
 def test_killed_run_continues_and_others_are_kept(datasets: dict[str, Path], tmp_path: Path) -> None:
