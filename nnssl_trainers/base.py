@@ -136,6 +136,7 @@ class SSLTrainerBase(nnUNetTrainer):
                                    self.plans_manager.plans.get("transpose_forward", (0, 1, 2)))
         self.print_to_log_file(LOG_PREFIX, report.summary())
         self.pretrained_report = report
+        self._initial_checksum = weights_checksum(network)  # our own load is not nnU-Net's -pretrained_weights
         return report
 
     def initialize(self) -> None:
@@ -148,6 +149,7 @@ class SSLTrainerBase(nnUNetTrainer):
         replaced since ``initialize()`` (``nnUNetv2_train -pretrained_weights``), which are then kept as loaded."""
         if not self.was_initialized:
             self.initialize()
+        assert self._initial_checksum is not None, "initialize() records it"
         if not torch.equal(weights_checksum(self.unwrapped_network()), self._initial_checksum):
             self.print_to_log_file(LOG_PREFIX, "the network's weights were loaded after initialization (nnU-Net's "
                                    "-pretrained_weights): kept; no SSL encoder or output prior applied")
@@ -225,8 +227,8 @@ def respect_thread_limit(device: torch.device) -> int | None:
 
 def weights_checksum(network: nn.Module) -> torch.Tensor:
     """Per-parameter float64 sums (on CPU): cheap, and different after any load of other weights."""
-    with torch.no_grad():
-        return torch.stack([p.detach().double().sum() for p in network.parameters()]).cpu()
+    with torch.no_grad():  # nan_to_num: NaN != NaN would read as "loaded"
+        return torch.stack([p.detach().double().sum() for p in network.parameters()]).nan_to_num().cpu()
 
 
 def init_output_prior(network: nn.Module, num_outputs: int, prior: float = FOREGROUND_PRIOR,

@@ -27,7 +27,7 @@ from nnssl.cli.benchmark_study import (
     StudyConfig,
 )
 from nnssl.config.plans import DEFAULT_PLANS_NAME
-from nnssl.config.pretrain import PRETRAIN_CONFIG_FILE, run_folder_name
+from nnssl.config.pretrain import PRETRAIN_CONFIG_FILE, PretrainConfig, run_folder_name
 from nnssl.config.pretrained import PRETRAINED_KEY, file_sha256
 from nnssl.data.dataset import complete_identifiers, data_folder, plans_file
 from nnssl.data.raw_dataset import list_raw_cases
@@ -101,7 +101,10 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     if target.checkpoint.is_file():
         differences = settings_differences(settings, target.run_folder / PRETRAIN_CONFIG_FILE)
         note = f"reusing the finished pretraining {target.checkpoint}"
-        if differences:
+        if differences is None:
+            note += (f"; WARNING: its settings are unknown (no readable {PRETRAIN_CONFIG_FILE}); delete "
+                     f"{target.run_folder} to pretrain with the budget's settings")
+        elif differences:
             note += (f"; WARNING: it was trained with {', '.join(differences)} (run vs this budget): the study "
                      f"measures that run; delete {target.run_folder} to pretrain with the budget's settings")
         return [Step("pretraining", None, note)]
@@ -123,14 +126,17 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     return steps
 
 
-def settings_differences(settings: PretrainSettings, config_file: Path) -> list[str]:
-    """``"epochs 5 vs 100"``-style entries where a finished run's saved config differs from the budget's settings
-    (``lr`` only when the budget sets one); ``["no saved config"]`` when the run has none."""
-    if not config_file.is_file():
-        return ["no saved config"]
-    saved = json.loads(config_file.read_text())
+def settings_differences(settings: PretrainSettings, config_file: Path) -> list[str] | None:
+    """``"epochs 5 vs 100"``-style entries where a finished run's saved config differs from what the budget's
+    ``nnssl_pretrain`` command would use (its options, else the command's defaults); None when the run's config is
+    missing or unreadable."""
+    try:
+        saved = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
     wanted = {"epochs": settings.epochs, "iters_per_epoch": settings.iters_per_epoch,
-              "batch_size": settings.batch_size, **({} if settings.lr is None else {"lr": settings.lr})}
+              "batch_size": settings.batch_size, "accumulate": PretrainConfig.accumulate,
+              "lr": PretrainConfig.lr if settings.lr is None else settings.lr}
     return [f"{key} {saved.get(key)} vs {value}" for key, value in wanted.items() if saved.get(key) != value]
 
 
@@ -216,8 +222,11 @@ def pretraining_facts(target: PretrainingTarget) -> dict[str, Any]:
     if target.checkpoint.is_file():
         facts["sha256"] = file_sha256(target.checkpoint)
     config_file = target.run_folder / PRETRAIN_CONFIG_FILE
-    if config_file.is_file():
+    try:
         saved = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        saved = None
+    if saved is not None:
         facts["config"] = {k: saved.get(k) for k in ("method", "encoder", "epochs", "iters_per_epoch", "batch_size",
                                                       "lr", "patch_size", "device")}
     raw = env_folder(RAW) / target.dataset_name

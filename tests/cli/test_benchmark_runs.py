@@ -102,7 +102,8 @@ class FakeCommands:
             (run / "checkpoint_final.pth").write_bytes(b"weights")
             options = dict(zip(command[1::2], command[2::2], strict=False))  # what nnssl_pretrain saves
             saved = {"epochs": int(options["--epochs"]), "iters_per_epoch": int(options["--iters-per-epoch"]),
-                     "batch_size": int(options["--batch-size"]), "lr": float(options.get("--lr", 1e-4))}
+                     "batch_size": int(options["--batch-size"]), "accumulate": 1,
+                     "lr": float(options.get("--lr", 1e-4))}
             (run / "pretrain_config.json").write_text(json.dumps(saved))
         elif name == "nnUNetv2_plan_and_preprocess":
             self._cases(pre / "nnUNetPlans_3d_fullres", ids)
@@ -208,6 +209,9 @@ def test_reused_pretraining_with_other_settings_is_flagged(datasets: dict[str, P
     [step] = pretraining_steps(config, target)
     assert step.command is None
     assert f"epochs {saved['epochs'] + 7} vs {saved['epochs']}" in step.note and str(target.run_folder) in step.note
+    (target.run_folder / "pretrain_config.json").write_text("{truncated")
+    [step] = pretraining_steps(config, target)
+    assert step.command is None and "settings are unknown" in step.note
 
 
 def test_killed_run_continues_and_others_are_kept(datasets: dict[str, Path], tmp_path: Path) -> None:
