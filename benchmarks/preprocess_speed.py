@@ -32,7 +32,8 @@ from nnssl.data.dataset import complete_identifiers, data_folder
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-REAL_DATASET = REPO.parent / "shared" / "data" / "Dataset510_SarcomaCT"
+# Real CT: $NNSSL_SHARED_DATA or ../shared/data beside the checkout (as the tests read it).
+REAL_DATASET = Path(os.environ.get("NNSSL_SHARED_DATA", REPO.parent / "shared" / "data")) / "Dataset510_SarcomaCT"
 DEFAULT_OUTPUT = REPO / "benchmark_output" / "preprocess_speed.json"
 PHANTOM_ID, PHANTOM_NAME, PHANTOM_SSL_ID = 951, "PhantomBench", 952
 REAL_ID, REAL_SSL_ID, REAL_SSL_NAME = 510, 520, "Sarcoma"
@@ -98,7 +99,7 @@ def prepare_data(root: Path, env: dict[str, str], real: bool, num_phantoms: int,
     nnunet_raw = Path(env["nnUNet_raw"])
     if real:
         if not REAL_DATASET.is_dir():
-            sys.exit(f"{REAL_DATASET} not found")
+            sys.exit(f"{REAL_DATASET} not found (set NNSSL_SHARED_DATA to the folder that holds Dataset510_SarcomaCT)")
         source = nnunet_raw / REAL_DATASET.name
         source.symlink_to(REAL_DATASET, target_is_directory=True)
         nnunet_id, ssl_id, ssl_name = REAL_ID, REAL_SSL_ID, REAL_SSL_NAME

@@ -6,7 +6,7 @@
 #
 # Data come from $NNSSL_SHARED_DATA or ../shared/data (never copied: nnU-Net's raw folder links to it). Logs and a
 # timing table land in WORKDIR/logs; the Dice of fold 0 is printed by nnUNetv2_evaluate_folder at the end.
-# Cost on 2 CPU cores: about 1 h (two 500-step fine-tunings at 64x160x160 plus nnU-Net's validation of 7 CTs each).
+# Cost on 2 CPU cores: about 1 h (two 500-step fine-tunings at 64x160x160 plus nnU-Net's validation of 8 CTs each).
 # Knobs: ENCODER (vit_tiny), PRETRAIN_EPOCHS (20) x PRETRAIN_ITERS (25), TRAINER (SSLViTTrainer_short), NP (2).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)

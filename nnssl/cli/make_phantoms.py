@@ -5,7 +5,7 @@ Examples::
     nnssl_make_phantoms --unlabeled 40 -d 500                 # $nnssl_raw/Dataset500_PhantomCTUnlabeled
     nnssl_make_phantoms --labeled 20 --test 5 -d 501          # $nnUNet_raw/Dataset501_PhantomLungTumour
     nnssl_make_phantoms --labeled 4 -d 502 --shape 32 48 48 --spacing 2 0.8 --preview /tmp/p.png
-    nnssl_make_phantoms --labeled 24 -d 503 --shape 32 48 48 --spacing 4 3 --tumour-mm 15 40   # the study phantoms
+    nnssl_make_phantoms --labeled 24 -d 501 --shape 32 48 48 --spacing 4 3 --tumour-mm 15 40   # the study phantoms
 """
 from __future__ import annotations
 
