@@ -7,15 +7,18 @@ lost): the encoder-compatible patch size, the ``architecture`` (class + kwargs) 
 
 On nnU-Net's default ``nnUNetPlans`` (the user's literal ``nnUNetv2_train 501 3d_fullres 0 -tr SSLViTTrainer``) the
 pretrained block comes from the link file ``nnssl_transfer_plans`` leaves in ``$nnUNet_preprocessed/DatasetXXX/``,
-and differences in spacing or normalization from the pretraining are reported with numbers.
+and differences in spacing or normalization from the pretraining are reported with numbers. Once a fold has started,
+the results folder's ``plans.json`` records the encoder, and every later fold, ``--c`` and ``--val`` of that folder
+keep it (a different link is refused: the folds of one model must share their encoder).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl.config.enums import Normalization
@@ -67,6 +70,23 @@ def find_block(plans: dict[str, Any], configuration: str) -> tuple[PretrainedBlo
     return read_link(folder), str(folder / LINK_FILENAME)
 
 
+def recorded_block(plans: dict[str, Any], configuration: str, trainer_name: str) -> tuple[PretrainedBlock | None,
+                                                                                           Path | None]:
+    """The pretrained block in ``<nnUNet_results>/<dataset>/<trainer>__<plans>__<configuration>/plans.json`` (written
+    by nnU-Net when the folder's first fold started), and that file; ``(None, None)`` before any fold ran."""
+    root = nnUNet_results.get()
+    if not root:
+        return None, None
+    path = Path(root) / plans["dataset_name"] / f"{trainer_name}__{plans.get('plans_name')}__{configuration}" / \
+        "plans.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None, None
+    entry = saved.get("configurations", {}).get(configuration, {}).get(PRETRAINED_KEY)
+    return (PretrainedBlock.from_dict(entry, source=str(path)), path) if entry else (None, None)
+
+
 def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any], trainer_name: str,
                 family: str, needs_pretrained: bool, default_encoder: str) -> Adaptation:
     """Write patch size, architecture and pretrained block into ``plans["configurations"][configuration]``.
@@ -85,6 +105,17 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
     """
     block, where = find_block(plans, configuration)
     dataset = plans["dataset_name"]
+    recorded, record = recorded_block(plans, configuration, trainer_name)
+    if recorded is not None:
+        if block is not None and block.sha256 != recorded.sha256:
+            raise NnsslError(f"{record.parent} holds {trainer_name} folds fine-tuned from {recorded.checkpoint} "
+                             f"(sha256 {recorded.sha256[:12]}), but {where} now names {block.checkpoint} (sha256 "
+                             f"{block.sha256[:12]}); the folds of one model must share their encoder. Link the "
+                             f"original again (`nnssl_transfer_plans -d {dataset} --checkpoint {recorded.checkpoint}`)"
+                             f" or move {record.parent} away to fine-tune the new encoder")
+        block, where = recorded, str(record)
+    if block is not None and not needs_pretrained and finetune_architecture(block.encoder).family != family:
+        block = None  # a _scratch trainer only borrows the linked encoder's architecture, and only its own family's
     if block is None and needs_pretrained:
         raise NnsslError(f"{trainer_name} needs a pretrained encoder, but none is linked to {dataset} (looked in "
                          f"{where}); link one with `nnssl_transfer_plans -d {dataset} -pd <pretraining dataset id>`,"
@@ -112,6 +143,9 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
         out.messages.append(f"no pretrained encoder linked; {encoder_config['name']} from random init")
         return out
     conf[PRETRAINED_KEY] = block.to_dict()
+    if not needs_pretrained:
+        out.messages.append(f"architecture of the linked {block.encoder_name}, weights from random init")
+        return out
     out.messages.append(f"pretrained encoder {block.encoder_name} ({block.method.get('name')}) from "
                         f"{block.checkpoint}")
     out.warnings += _compare_with_pretraining(plans, resolved, dataset_json, block, transpose)

@@ -146,7 +146,7 @@ def load_encoder_into(network: nn.Module, block: PretrainedBlock, device: torch.
         if key not in target:
             report.unexpected.append(key)
             continue
-        if key == pos_key and (value.shape != target[key].shape or axes != (0, 1, 2)):
+        if key == pos_key and (old_grid != new_grid or axes != (0, 1, 2)):  # equal token counts can differ in grid
             value = interpolate_pos_embed(value, old_grid, new_grid, num_prefix, axes)
             report.adapted.append(f"{key}: grid {tuple(old_grid)} -> {tuple(new_grid)}")
         elif key in stem_keys and (value.shape != target[key].shape or axes != (0, 1, 2)):

@@ -84,7 +84,8 @@ def transfer_configuration(source_plans: dict[str, Any], dataset_json: dict[str,
         ``(plans, notes)``: the new plans dict and human-readable notes on what changed.
     """
     if configuration not in source_plans.get("configurations", {}):
-        raise NnsslError(f"{SOURCE_PLANS}.json has no configuration {configuration!r}; run "
+        source = source_plans.get("plans_name", SOURCE_PLANS)
+        raise NnsslError(f"{source}.json has no configuration {configuration!r}; run "
                          f"`nnUNetv2_plan_and_preprocess -d <id> -c {configuration} -np 2` first")
     plans = copy.deepcopy(source_plans)
     conf = _resolved(plans, configuration)
@@ -149,6 +150,9 @@ def transfer_plans(dataset: str, pretrain_dataset: str | None = None, method: st
     Raises:
         NnsslError: missing nnU-Net plans, no or ambiguous checkpoint, unreadable checkpoint.
     """
+    if plans_name == source_plans:
+        raise NnsslError(f"-p {plans_name} would overwrite the nnU-Net plans it starts from (-sp {source_plans}); "
+                         f"write the matched plans under another name, e.g. -p {DEFAULT_PLANS_NAME}")
     if checkpoint is None:
         if pretrain_dataset is None:
             raise NnsslError("name the pretraining with -pd <pretraining dataset id> or pass --checkpoint PATH")

@@ -70,6 +70,18 @@ def test_pos_embed_interpolation_and_stem_adaptation(tmp_path: Path, fake_pretra
     assert torch.allclose(one, two, atol=1e-5)  # same response when every channel carries the image
 
 
+def test_pos_embed_follows_the_grid_when_the_token_count_is_unchanged(tmp_path: Path,
+                                                                    fake_pretraining: ModuleType) -> None:
+    state = fake_pretraining.write_fake_checkpoint(tmp_path / "ckpt.pth", "vit_tiny", patch_size=PATCH)
+    block = _block(tmp_path / "ckpt.pth")
+    patch = (PATCH[0], PATCH[2] * 2, PATCH[1] // 2)  # grid 4x16x4 instead of 4x8x8: same 128 tokens
+    network = _network(block, patch)
+    report = load_encoder_into(network, block, torch.device("cpu"), SSLViTTrainer.encoder_prefixes(network), patch)
+    assert any(a.startswith("eva.pos_embed: grid (4, 8, 8) -> (4, 16, 4)") for a in report.adapted)
+    loaded = network.state_dict()["eva.pos_embed"]
+    assert loaded.shape == state["eva.pos_embed"].shape and not torch.equal(loaded, state["eva.pos_embed"])
+
+
 def test_interpolate_pos_embed_identity_and_axes() -> None:
     grid, embed = (2, 3, 4), 6
     pos = torch.randn(1, 1 + 24, embed)  # one register token first

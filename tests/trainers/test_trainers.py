@@ -104,6 +104,39 @@ def test_matched_plans_train_without_the_link(nnunet_env: dict[str, Path], fake_
     assert (Path(trainer.output_folder) / "checkpoint_final.pth").is_file()
 
 
+def test_a_results_folder_keeps_its_encoder(nnunet_env: dict[str, Path], fake_pretraining: ModuleType) -> None:
+    """Folds, --c and --val of one results folder use the encoder its first fold started from, whatever the link
+    says later: a different link is refused, a deleted one is not needed."""
+    first = nnunet_env["nnssl_results"] / "first.pth"
+    fake_pretraining.write_fake_checkpoint(first, "vit_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, first)
+    trainer = _trainer("SSLViTTrainer_tiny")
+    folder = Path(trainer.output_folder_base)  # nnU-Net's __init__ created it
+    (folder / "plans.json").write_text(json.dumps(trainer.plans_manager.plans))  # what on_train_start saves
+
+    other = nnunet_env["nnssl_results"] / "other.pth"
+    fake_pretraining.write_fake_checkpoint(other, "vit_tiny", patch_size=(32, 32, 32))
+    _link(nnunet_env, other)
+    with pytest.raises(NnsslError, match=r"holds SSLViTTrainer_tiny folds fine-tuned from .*first\.pth.*Link the "
+                                         r"original again \(`nnssl_transfer_plans -d Dataset501_\w+ --checkpoint"):
+        _trainer("SSLViTTrainer_tiny", fold=1)
+    assert _trainer("SSLViTTrainer_scratch_tiny").adaptation.block.checkpoint == str(other.resolve())  # own folder
+
+    link_path(nnunet_env["dataset"]).unlink()
+    again = _trainer("SSLViTTrainer_tiny", fold=1)
+    assert again.adaptation.block.checkpoint == str(first.resolve())
+    assert again.load_pretrained_weights().loaded_fraction == 1.0
+
+
+def test_scratch_ignores_a_link_of_the_other_family(nnunet_env: dict[str, Path],
+                                                    fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "swin.pth"
+    fake_pretraining.write_fake_checkpoint(checkpoint, "swin_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    scratch = _trainer("SSLViTTrainer_scratch_tiny")
+    assert scratch.adaptation.block is None and scratch.adaptation.architecture.family == "vit"
+
+
 def test_missing_link_names_the_command(nnunet_env: dict[str, Path]) -> None:
     with pytest.raises(NnsslError, match=r"none is linked.*nnssl_transfer_plans -d Dataset501.*SSLViTTrainer_scratch"):
         _trainer("SSLViTTrainer")

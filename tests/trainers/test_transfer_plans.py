@@ -88,6 +88,9 @@ def test_errors_name_the_fix(nnunet_env: dict[str, Path], fake_pretraining: Modu
         main(["-d", "501", "-pd", "500", "--no-preprocess"])
     assert "choose one with -m METHOD -e ENCODER" in capsys.readouterr().err
     assert main(["-d", "501", "-pd", "500", "-e", "swin_tiny", "--no-preprocess"]) == 0
+    with pytest.raises(SystemExit):
+        main(["-d", "501", "-pd", "500", "-e", "swin_tiny", "-p", "nnUNetPlans", "--no-preprocess"])
+    assert "would overwrite the nnU-Net plans it starts from" in capsys.readouterr().err
     (nnunet_env["dataset"] / "nnUNetPlans.json").unlink()
     with pytest.raises(NnsslError, match=r"nnUNetPlans.json; run `nnUNetv2_plan_and_preprocess -d 501 -c 3d_fullres"):
         main.__wrapped__(["-d", "501", "-pd", "500", "-e", "swin_tiny"])
