@@ -129,6 +129,10 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
                          f"{family} checkpoint")
     conf = plans["configurations"][configuration]
     resolved = PlansManager(plans).get_configuration(configuration).configuration
+    if len(resolved["patch_size"]) != 3:
+        raise NnsslError(f"{trainer_name} fine-tunes a 3D encoder, but configuration {configuration!r} of "
+                         f"{plans.get('plans_name')} is {len(resolved['patch_size'])}D; train 3d_fullres (or "
+                         "3d_lowres)")
     transpose = [int(a) for a in plans.get("transpose_forward", (0, 1, 2))]
     multiple = [architecture.patch_multiple[a] for a in transpose]
     old_patch = [int(p) for p in resolved["patch_size"]]
@@ -149,6 +153,10 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
     out.messages.append(f"pretrained encoder {block.encoder_name} ({block.method.get('name')}) from "
                         f"{block.checkpoint}")
     out.warnings += _compare_with_pretraining(plans, resolved, dataset_json, block, transpose)
+    if transpose != [0, 1, 2]:
+        out.warnings.append(f"the plans transpose the axes ({transpose}): the stem kernel and the learned position "
+                            "embedding are permuted, but RoPE axes and Swin's relative-position tables are not, so "
+                            "part of the pretrained spatial knowledge is misaligned")
     return out
 
 

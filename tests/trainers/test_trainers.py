@@ -137,6 +137,23 @@ def test_scratch_ignores_a_link_of_the_other_family(nnunet_env: dict[str, Path],
     assert scratch.adaptation.block is None and scratch.adaptation.architecture.family == "vit"
 
 
+def test_transposed_plans_are_warned_about(nnunet_env: dict[str, Path], fake_pretraining: ModuleType) -> None:
+    checkpoint = nnunet_env["nnssl_results"] / "ckpt.pth"
+    fake_pretraining.write_fake_checkpoint(checkpoint, "vit_tiny", patch_size=(32, 64, 64))
+    _link(nnunet_env, checkpoint)
+    assert not any("transpose" in w for w in _trainer("SSLViTTrainer_tiny").adaptation.warnings)
+    plans_file = nnunet_env["dataset"] / "nnUNetPlans.json"
+    plans = json.loads(plans_file.read_text())
+    plans["transpose_forward"] = plans["transpose_backward"] = [0, 2, 1]
+    plans_file.write_text(json.dumps(plans))
+    assert any("transpose the axes ([0, 2, 1])" in w for w in _trainer("SSLViTTrainer_tiny").adaptation.warnings)
+
+
+def test_2d_configuration_is_refused_clearly(nnunet_env: dict[str, Path]) -> None:
+    with pytest.raises(NnsslError, match=r"fine-tunes a 3D encoder, but configuration '2d'.*is 2D; train 3d_fullres"):
+        get_trainer_from_args("501", "2d", 0, "SSLViTTrainer_scratch_tiny", "nnUNetPlans", device=CPU)
+
+
 def test_missing_link_names_the_command(nnunet_env: dict[str, Path]) -> None:
     with pytest.raises(NnsslError, match=r"none is linked.*nnssl_transfer_plans -d Dataset501.*SSLViTTrainer_scratch"):
         _trainer("SSLViTTrainer")
