@@ -130,16 +130,30 @@ def time_predict(trainer_name: str, raw: Path, out: Path, device: str, env: dict
     return {"command": " ".join(command), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
 
 
-def time_forward(root: Path, device: str, repeats: int = 3) -> dict[str, dict]:
-    """Each network on one random patch as nnU-Net's predictor runs it; best of ``repeats`` alternating runs."""
+def load_predictor(root: Path, trainer_name: str, device: str):
+    """nnU-Net's predictor for the trainer's fold-0 model, as ``nnUNetv2_predict`` sets it up."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    nets, patches = {}, {}
+    predictor = nnUNetPredictor(device=torch.device(device), perform_everything_on_device=device == "cuda",
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_folder(root, trainer_name)), use_folds=(0,))
+    return predictor
+
+
+def load_networks(root: Path, device: str) -> dict[str, tuple[torch.nn.Module, tuple[int, ...]]]:
+    """Each trainer's network on ``device`` in eval mode, with its patch size."""
+    out = {}
     for name in TRAINERS:
-        predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_folder(root, name)), use_folds=(0,))
-        nets[name] = predictor.network.to(device).eval()
-        patches[name] = tuple(predictor.configuration_manager.patch_size)
+        predictor = load_predictor(root, name, device)
+        out[name] = (predictor.network.to(device).eval(), tuple(predictor.configuration_manager.patch_size))
+    return out
+
+
+def time_forward(networks: dict[str, tuple[torch.nn.Module, tuple[int, ...]]], device: str,
+                 repeats: int = 3) -> dict[str, dict]:
+    """Each network on one random patch as nnU-Net's predictor runs it; best of ``repeats`` alternating runs."""
+    nets = {name: net for name, (net, _) in networks.items()}
+    patches = {name: patch for name, (_, patch) in networks.items()}
     times: dict[str, list[float]] = {name: [] for name in TRAINERS}
     with torch.inference_mode(), torch.autocast(device, enabled=device == "cuda"):
         for repeat in range(repeats + 1):  # the first round warms up (allocator, cuDNN autotune)
@@ -155,18 +169,14 @@ def time_forward(root: Path, device: str, repeats: int = 3) -> dict[str, dict]:
             for name, t in times.items()}
 
 
-def forward_diagnostics(root: Path, device: str) -> dict:
+def forward_diagnostics(networks: dict[str, tuple[torch.nn.Module, tuple[int, ...]]], device: str) -> dict:
     """Where the ViT's time goes and what lower precision would do (CPU): bf16-autocast forward of both networks
     (best of 2) and the attention share of the ViT's fp32 forward (torch.profiler, self CPU time)."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from torch.profiler import ProfilerActivity, profile
 
     out: dict = {}
-    for name in TRAINERS:
-        predictor = nnUNetPredictor(device=torch.device(device), allow_tqdm=False)
-        predictor.initialize_from_trained_model_folder(str(model_folder(root, name)), use_folds=(0,))
-        net = predictor.network.to(device).eval()
-        x = torch.randn(1, 1, *predictor.configuration_manager.patch_size, device=device)
+    for name, (net, patch) in networks.items():
+        x = torch.randn(1, 1, *patch, device=device)
         with torch.inference_mode():
             times = []
             with torch.autocast(device, dtype=torch.bfloat16):
@@ -194,12 +204,9 @@ def model_folder(root: Path, trainer_name: str) -> Path:
 def time_sliding_window(trainer_name: str, root: Path, device: str) -> dict:
     """In process: nnU-Net's predictor on the preprocessed test-sized case (sliding window + mirroring TTA only,
     no start-up, no resampling or export): the network's share of the command's time."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-    predictor = nnUNetPredictor(device=torch.device(device), perform_everything_on_device=device == "cuda",
-                                allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(str(model_folder(root, trainer_name)), use_folds=(0,))
+    predictor = load_predictor(root, trainer_name, device)
     dataset = nnUNetDatasetBlosc2(str(root / "nnUNet_preprocessed" / f"Dataset{DATASET_ID}_{DATASET_NAME}" /
                                       "nnUNetPlans_3d_fullres"))
     data = torch.from_numpy(dataset.load_case(dataset.identifiers[0])[0][:])  # (C, Z, Y, X)
@@ -249,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
                 runs[name].append(time_predict(name, raw, root / f"pred_{name}_{repeat}", device, env))
                 if not args.no_sliding_window:
                     windows[name].append(time_sliding_window(name, root, device))
-        forward = time_forward(root, device)
-        diagnostics = forward_diagnostics(root, device) if args.diagnose else None
+        networks = load_networks(root, device)
+        forward = time_forward(networks, device)
+        diagnostics = forward_diagnostics(networks, device) if args.diagnose else None
     wall = {n: statistics.median(r["wall_s"] for r in runs[n]) if runs[n] else None for n in TRAINERS}
     cpu = {n: statistics.median(r["cpu_s"] for r in runs[n]) if runs[n] else None for n in TRAINERS}
     ratio_wall = wall["SSLViTTrainer"] / wall["nnUNetTrainer"] if runs["nnUNetTrainer"] else None

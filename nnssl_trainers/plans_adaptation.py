@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nnunetv2.paths import nnUNet_preprocessed, nnUNet_results
+from nnunetv2.utilities.file_path_utilities import convert_trainer_plans_config_to_identifier
 from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
 from nnssl.config.enums import Normalization
@@ -77,8 +78,8 @@ def recorded_block(plans: dict[str, Any], configuration: str, trainer_name: str)
     root = nnUNet_results.get()
     if not root:
         return None, None
-    path = Path(root) / plans["dataset_name"] / f"{trainer_name}__{plans.get('plans_name')}__{configuration}" / \
-        "plans.json"
+    folder = convert_trainer_plans_config_to_identifier(trainer_name, plans.get("plans_name"), configuration)
+    path = Path(root) / plans["dataset_name"] / folder / "plans.json"
     try:
         saved = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):

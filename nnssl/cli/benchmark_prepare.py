@@ -99,7 +99,7 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     settings = config.budget.pretraining
     cost = config.budget.cost
     if target.checkpoint.is_file():
-        differences = settings_differences(settings, target.run_folder / PRETRAIN_CONFIG_FILE)
+        differences = settings_differences(settings, read_pretrain_config(target.run_folder))
         note = f"reusing the finished pretraining {target.checkpoint}"
         if differences is None:
             note += (f"; WARNING: its settings are unknown (no readable {PRETRAIN_CONFIG_FILE}); delete "
@@ -126,13 +126,18 @@ def pretraining_steps(config: StudyConfig, target: PretrainingTarget) -> list[St
     return steps
 
 
-def settings_differences(settings: PretrainSettings, config_file: Path) -> list[str] | None:
-    """``"epochs 5 vs 100"``-style entries where a finished run's saved config differs from what the budget's
-    ``nnssl_pretrain`` command would use (its options, else the command's defaults); None when the run's config is
-    missing or unreadable."""
+def read_pretrain_config(run_folder: Path) -> dict[str, Any] | None:
+    """A pretraining run's saved ``pretrain_config.json``; None when it is missing or unreadable."""
     try:
-        saved = json.loads(config_file.read_text())
+        return json.loads((run_folder / PRETRAIN_CONFIG_FILE).read_text())
     except (OSError, json.JSONDecodeError):
+        return None
+
+
+def settings_differences(settings: PretrainSettings, saved: dict[str, Any] | None) -> list[str] | None:
+    """``"epochs 5 vs 100"``-style entries where a finished run's ``saved`` config differs from what the budget's
+    ``nnssl_pretrain`` command would use (its options, else the command's defaults); None when nothing was saved."""
+    if saved is None:
         return None
     wanted = {"epochs": settings.epochs, "iters_per_epoch": settings.iters_per_epoch,
               "batch_size": settings.batch_size, "accumulate": PretrainConfig.accumulate,
@@ -221,11 +226,7 @@ def pretraining_facts(target: PretrainingTarget) -> dict[str, Any]:
     facts: dict[str, Any] = {"dataset": target.dataset_name, "checkpoint": str(target.checkpoint)}
     if target.checkpoint.is_file():
         facts["sha256"] = file_sha256(target.checkpoint)
-    config_file = target.run_folder / PRETRAIN_CONFIG_FILE
-    try:
-        saved = json.loads(config_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        saved = None
+    saved = read_pretrain_config(target.run_folder)
     if saved is not None:
         facts["config"] = {k: saved.get(k) for k in ("method", "encoder", "epochs", "iters_per_epoch", "batch_size",
                                                       "lr", "patch_size", "device")}
