@@ -27,6 +27,7 @@ from torch import autocast, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from nnssl.errors import NnsslError
+from nnssl.models.finetune_arch import DEFAULT_VIT_DECODER
 from nnssl_trainers.lr import FineTuneSchedule, StagedLRScheduler, is_no_weight_decay, layer_decay_param_groups
 from nnssl_trainers.plans_adaptation import adapt_plans
 from nnssl_trainers.pretrained_weights import LoadReport, load_encoder_into
@@ -49,23 +50,25 @@ class SSLTrainerBase(nnUNetTrainer):
 
     Class attributes:
         family: encoder family the trainer fine-tunes (``"vit"`` / ``"swin"``).
-        network_class_name: class the plans' architecture must name.
+        network_classes: the classes the plans' architecture may name, by their class path.
         needs_pretrained: False for the ``_scratch`` twins (same network and schedule, random init).
         default_encoder: encoder of a ``_scratch`` run when no checkpoint is linked.
         layer_decay: layer-wise LR decay factor (1.0 = none).
+        vit_decoder: decoder of the ViT network (``skip``: PrimusSkip, ``patch``: DNA Primus); Swin ignores it.
     """
 
     family: ClassVar[str] = ""
-    network_class_name: ClassVar[str] = ""
+    network_classes: ClassVar[dict[str, type[nn.Module]]] = {}
     needs_pretrained: ClassVar[bool] = True
     default_encoder: ClassVar[str] = ""
     layer_decay: ClassVar[float] = 1.0
+    vit_decoder: ClassVar[str] = DEFAULT_VIT_DECODER
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
         respect_thread_limit(device)
         adaptation = adapt_plans(plans, configuration, dataset_json, type(self).__name__, self.family,
-                                 self.needs_pretrained, self.default_encoder)
+                                 self.needs_pretrained, self.default_encoder, self.vit_decoder)
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.adaptation = adaptation
         self.initial_lr = INITIAL_LR
@@ -89,16 +92,17 @@ class SSLTrainerBase(nnUNetTrainer):
             NnsslError: the plans' architecture was written for another network (e.g. Swin plans, ViT trainer).
         """
         arch = configuration_manager.configuration.get("architecture", {})
-        if arch.get("network_class_name") != cls.network_class_name:
-            raise NnsslError(f"{cls.__name__} builds {cls.network_class_name}, but plans "
+        if arch.get("network_class_name") not in cls.network_classes:
+            raise NnsslError(f"{cls.__name__} builds {' or '.join(cls.network_classes)}, but plans "
                              f"{plans_manager.plans_name} configure {arch.get('network_class_name')}; use the trainer"
                              " that matches the plans or re-run nnssl_transfer_plans")
         patch_size = tuple(int(p) for p in configuration_manager.patch_size)
-        return cls.build_network(dict(arch["arch_kwargs"]), patch_size, num_input_channels, num_output_channels)
+        return cls.build_network(cls.network_classes[arch["network_class_name"]], dict(arch["arch_kwargs"]),
+                                 patch_size, num_input_channels, num_output_channels)
 
     @staticmethod
-    def build_network(arch_kwargs: dict[str, Any], patch_size: tuple[int, ...], num_input_channels: int,
-                      num_output_channels: int) -> nn.Module:
+    def build_network(network_class: type[nn.Module], arch_kwargs: dict[str, Any], patch_size: tuple[int, ...],
+                      num_input_channels: int, num_output_channels: int) -> nn.Module:
         """Family-specific constructor call."""
         raise NotImplementedError
 

@@ -6,7 +6,8 @@ layer-wise decay. :class:`StagedLRScheduler` multiplies each group's own ``lr_sc
 Stages (per epoch, as nnU-Net steps its scheduler once per epoch with the epoch index):
 
 1. decoder warm-up: encoder LR 0 (frozen in effect), decoder LR rises linearly to its peak;
-2. whole-network warm-up: every group rises linearly from 0 to ``base_lr * lr_scale``;
+2. encoder warm-up: encoder groups rise linearly from 0 to ``base_lr * lr_scale``; the decoder, warmed up in stage 1,
+   stays at its peak (it warms up here only when stage 1 is empty);
 3. poly decay ``(1 - t) ** exponent`` to 0 over the remaining epochs.
 
 Layer-wise decay follows BEiT (Bao et al. 2021, https://arxiv.org/abs/2106.08254): a parameter at depth ``i`` of an
@@ -62,6 +63,8 @@ class FineTuneSchedule:
             return 0.0 if is_encoder else (epoch + 1) / self.decoder_warmup_epochs
         epoch -= self.decoder_warmup_epochs
         if epoch < self.warmup_epochs:
+            if not is_encoder and self.decoder_warmup_epochs > 0:
+                return 1.0  # warmed up in stage 1: restarting it from 0 would undo that stage
             return (epoch + 1) / self.warmup_epochs
         epoch -= self.warmup_epochs
         remaining = max(1, self.num_epochs - self.decoder_warmup_epochs - self.warmup_epochs)

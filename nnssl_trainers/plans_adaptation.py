@@ -25,7 +25,12 @@ from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 from nnssl.config.enums import Normalization
 from nnssl.config.pretrained import LINK_FILENAME, PRETRAINED_KEY, PretrainedBlock, read_link
 from nnssl.errors import NnsslError
-from nnssl.models.finetune_arch import FinetuneArchitecture, finetune_architecture, round_patch_size
+from nnssl.models.finetune_arch import (
+    DEFAULT_VIT_DECODER,
+    FinetuneArchitecture,
+    finetune_architecture,
+    round_patch_size,
+)
 from nnssl.models.registry import encoder_entry
 
 SPACING_TOLERANCE = 0.1  # relative difference per axis before a spacing mismatch is reported
@@ -89,7 +94,8 @@ def recorded_block(plans: dict[str, Any], configuration: str, trainer_name: str)
 
 
 def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[str, Any], trainer_name: str,
-                family: str, needs_pretrained: bool, default_encoder: str) -> Adaptation:
+                family: str, needs_pretrained: bool, default_encoder: str,
+                vit_decoder: str = DEFAULT_VIT_DECODER) -> Adaptation:
     """Write patch size, architecture and pretrained block into ``plans["configurations"][configuration]``.
 
     Args:
@@ -100,6 +106,7 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
         family: ``"vit"`` or ``"swin"``: the encoder family this trainer fine-tunes.
         needs_pretrained: False for ``_scratch`` trainers.
         default_encoder: encoder used by ``_scratch`` trainers when no checkpoint is linked.
+        vit_decoder: decoder of the ViT network (``skip`` or ``patch``, see ``finetune_arch.ViTDecoder``).
 
     Raises:
         NnsslError: no pretraining linked (for pretrained trainers), or an encoder of the other family.
@@ -122,7 +129,7 @@ def adapt_plans(plans: dict[str, Any], configuration: str, dataset_json: dict[st
                          f"{where}); link one with `nnssl_transfer_plans -d {dataset} -pd <pretraining dataset id>`,"
                          f" or train {trainer_name.replace('Trainer', 'Trainer_scratch', 1)} from random init")
     encoder_config = block.encoder if block is not None else default_encoder_config(default_encoder)
-    architecture = finetune_architecture(encoder_config)
+    architecture = finetune_architecture(encoder_config, vit_decoder=vit_decoder)
     if architecture.family != family:
         raise NnsslError(f"{trainer_name} fine-tunes {family.upper()} encoders, but the checkpoint linked in {where} "
                          f"holds {encoder_config['name']!r} ({encoder_config['class']}, a {architecture.family} "

@@ -8,7 +8,9 @@ cannot take an encoder-only, possibly GPU-saved SSL checkpoint. This module load
 3. the header's encoder must be the one the plans were built for;
 4. keys get the encoder prefix of the transfer contract; the position embedding is interpolated to the new token
    grid; the stem is adapted to the channel count;
-5. at least :data:`MIN_LOADED_FRACTION` of the network's encoder parameters must load.
+5. at least :data:`MIN_LOADED_FRACTION` of the network's encoder parameters must load;
+6. a pretrained ``SkipDecoder`` (``simmim`` with ``head=skip``) loads into the network's decoder, all but its output
+   convolution.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ from torch import nn
 
 from nnssl.config.pretrained import PretrainedBlock, file_sha256
 from nnssl.errors import NnsslError
+from nnssl.models.decoders.skip_decoder import HEAD_KEY
+from nnssl.models.primus_skip import DECODER_KEY
 from nnssl.models.transfer import TransferContract
-from nnssl.training.checkpoint import load_pretrained_encoder
+from nnssl.training.checkpoint import load_checkpoint, pretrained_decoder_state
 
 MIN_LOADED_FRACTION = 0.95  # share of encoder parameters (by element count) that must load
 RELINK_HINT = "re-run `nnssl_transfer_plans -d <downstream id> -pd <pretraining id>` to link the checkpoint again"
@@ -39,11 +43,13 @@ class LoadReport:
     unexpected: list[str] = field(default_factory=list)
     adapted: list[str] = field(default_factory=list)
     loaded_fraction: float = 0.0
+    decoder_loaded: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"pretrained encoder: {len(self.loaded)} tensors loaded ({self.loaded_fraction:.1%} of encoder "
                 f"parameters), {len(self.missing)} missing {self.missing[:8]}, {len(self.unexpected)} unexpected "
-                f"{self.unexpected[:8]}, adapted {self.adapted}")
+                f"{self.unexpected[:8]}, adapted {self.adapted}; pretrained decoder: {len(self.decoder_loaded)} "
+                "tensors loaded")
 
 
 def interpolate_pos_embed(pos_embed: torch.Tensor, old_grid: Sequence[int], new_grid: Sequence[int],
@@ -126,7 +132,8 @@ def load_encoder_into(network: nn.Module, block: PretrainedBlock, device: torch.
         NnsslError: stale link, corrupt file, header mismatch, or under 95% of the encoder loaded.
     """
     path = verify_checkpoint_file(block)
-    header, encoder_state = load_pretrained_encoder(path, map_location=device)
+    checkpoint = load_checkpoint(path, map_location=device)
+    header, encoder_state = checkpoint["header"], checkpoint["encoder_state_dict"]
     for key in ("name", "class"):
         if header["encoder"].get(key) != block.encoder.get(key):
             raise NnsslError(f"{path}: checkpoint header has encoder {header['encoder'].get(key)!r} but the plans "
@@ -167,5 +174,26 @@ def load_encoder_into(network: nn.Module, block: PretrainedBlock, device: torch.
                          f"network (need {MIN_LOADED_FRACTION:.0%}); missing {report.missing[:5]}, unexpected "
                          f"{report.unexpected[:5]}. The checkpoint's encoder ({block.encoder_name}) does not fit this "
                          f"trainer's network; {RELINK_HINT}")
+    _add_decoder(state, pretrained_decoder_state(checkpoint), target, axes, report)
     network.load_state_dict(state, strict=False)
     return report
+
+
+def _add_decoder(state: dict[str, torch.Tensor], decoder_state: dict[str, torch.Tensor],
+                 target: dict[str, torch.Tensor], axes: tuple[int, ...], report: LoadReport) -> None:
+    """Add a pretrained ``SkipDecoder`` (``simmim``/``dae`` with ``head=skip``) to ``state``, all but its last 1x1
+    convolution, whose classes differ from the reconstructed channels. Nothing when the network has no such decoder
+    or the plans transpose the axes (its 3x3x3 kernels would need permuting)."""
+    mapped = {f"{DECODER_KEY}.{key}": value for key, value in decoder_state.items()
+              if not key.startswith(f"{HEAD_KEY}.")}
+    if not mapped or not any(key.startswith(f"{DECODER_KEY}.") for key in target):
+        return
+    if axes != (0, 1, 2):
+        report.adapted.append("pretrained decoder not loaded (transposed axes)")
+        return
+    for key, value in mapped.items():
+        if key not in target or value.shape != target[key].shape:
+            report.unexpected.append(key)
+            continue
+        state[key] = value.to(device=target[key].device, dtype=target[key].dtype)
+        report.decoder_loaded.append(key)

@@ -12,6 +12,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnssl_trainers.base import SSLTrainerBase, respect_thread_limit
+from nnssl_trainers.compute import ComputeRecord, training_step_flops
 from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
 from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
 
@@ -36,9 +37,11 @@ TINY = Budget(epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1, save
 
 
 class _Budgeted:
-    """Mixin placed before a trainer class: applies ``budget`` after the trainer's own ``__init__``."""
+    """Mixin placed before a trainer class: applies ``budget`` after the trainer's own ``__init__``, and records the
+    run's steps, training seconds and FLOPs in ``compute.json`` (see :mod:`nnssl_trainers.compute`)."""
 
     budget: ClassVar[Budget]
+    _compute: ComputeRecord | None = None
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")) -> None:
@@ -50,6 +53,20 @@ class _Budgeted:
         self.save_every = self.budget.save_every
         if self.budget.ssl_peak_lr is not None and isinstance(self, SSLTrainerBase):
             self.initial_lr = self.budget.ssl_peak_lr
+
+    def on_train_start(self) -> None:
+        super().on_train_start()  # type: ignore[misc]
+        trainer: nnUNetTrainer = self  # type: ignore[assignment]
+        shape = (trainer.batch_size, trainer.num_input_channels, *trainer.configuration_manager.patch_size)
+        flops = training_step_flops(trainer.network, shape, trainer.device)
+        steps = (self.budget.epochs - trainer.current_epoch) * self.budget.iterations_per_epoch
+        self._compute = ComputeRecord(steps, shape, flops, resumed=trainer.current_epoch > 0)
+
+    def on_train_end(self) -> None:
+        super().on_train_end()  # type: ignore[misc]
+        trainer: nnUNetTrainer = self  # type: ignore[assignment]
+        if self._compute is not None and trainer.local_rank == 0:
+            self._compute.write(trainer.output_folder)
 
 
 class SSLViTTrainer_short(_Budgeted, SSLViTTrainer):

@@ -21,14 +21,14 @@ class SSLSwinTrainer(SSLTrainerBase):
     """Fine-tunes the linked nnssl Swin checkpoint (``nnssl_transfer_plans -d D -pd P``) in a Swin-UNETR network."""
 
     family = "swin"
-    network_class_name = SWIN_UNETR_CLASS
+    network_classes = {SWIN_UNETR_CLASS: SwinUNETR}
     default_encoder = DEFAULT_SWIN_ENCODER
 
     @staticmethod
-    def build_network(arch_kwargs: dict[str, Any], patch_size: tuple[int, ...], num_input_channels: int,
-                      num_output_channels: int) -> nn.Module:
+    def build_network(network_class: type[nn.Module], arch_kwargs: dict[str, Any], patch_size: tuple[int, ...],
+                      num_input_channels: int, num_output_channels: int) -> nn.Module:
         """``SwinUNETR(in_channels, out_channels, **arch_kwargs)`` (input size free, multiple of the grid)."""
-        return SwinUNETR(in_channels=num_input_channels, out_channels=num_output_channels, **arch_kwargs)
+        return network_class(in_channels=num_input_channels, out_channels=num_output_channels, **arch_kwargs)
 
     @classmethod
     def encoder_prefixes(cls, network: nn.Module) -> tuple[str, ...]:

@@ -19,6 +19,7 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -90,8 +91,12 @@ def describe_plan(study: Study, steps: Sequence[Step]) -> str:
         lines.append(f"  {step.name:<22} {action}  ({step.note}; ~{step.seconds / SECONDS_PER_MINUTE:.1f} min)")
         total += step.seconds
     lines += ["", f"runs ({len(runs)} = {len(config.label_counts)} label counts x {len(config.repeats)} repeats x "
-              f"{len(config.trainers)} trainers; each {budget.epochs} epochs x {budget.iterations_per_epoch} "
-              "iterations):"]
+              f"{len(config.trainers)} trainers; equal {budget.equal}"
+              + (f", about {budget.compute_s:.0f} s of training each" if budget.compute_s else "") + "):"]
+    for trainer in config.trainers:
+        schedule = budget.schedule(trainer.name)
+        lines.append(f"  {trainer.name:<24} {schedule.variant:<30} {schedule.epochs} epochs x "
+                     f"{schedule.iterations_per_epoch} iterations = {schedule.steps} steps")
     patch = nnunet_patch_size(env_folder(NNUNET_PREPROCESSED) / study.dataset_name)
     lines.append(f"  fine-tuning patch: {'x'.join(map(str, patch)) + ' (nnU-Net plan)' if patch else 'not planned yet'}"
                  f"; cost scaled from {'x'.join(map(str, budget.cost.reference_patch))}")
@@ -129,8 +134,9 @@ def study_setup(config: StudyConfig, study: Study, argv: Sequence[str]) -> dict[
     budget = config.budget
     target = resolve_pretraining(config)
     return {"command": shlex.join(["nnssl_benchmark", *argv]), "budget_description": budget.description,
-            "epochs": budget.epochs, "iterations_per_epoch": budget.iterations_per_epoch,
-            "variants": {t.name: budget.variant(t.name) for t in config.trainers}, "notes": list(budget.notes),
+            "equal": budget.equal, "compute_s": budget.compute_s,
+            "schedules": {t.name: asdict(budget.schedule(t.name)) for t in config.trainers},
+            "notes": list(budget.notes),
             "nsd_tolerance_mm": config.nsd_tolerance_mm, "device": config.device, "jobs": config.jobs,
             "pretraining": pretraining_facts(target)}
 

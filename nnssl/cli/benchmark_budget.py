@@ -1,8 +1,10 @@
 """Budgets and trainers of the label-efficiency study (``nnssl_benchmark --budget tiny|short|full``).
 
-A budget fixes, for every compared trainer, the nnU-Net trainer class that runs it (the classes carry the epochs and
-iterations, so all trainers of one budget train for the same number of steps), the pretraining settings, and a cost
-model for ``--dry-run``. The trainer classes live in ``nnssl_trainers`` and are found by nnU-Net through
+A budget fixes, for every compared trainer, the nnU-Net trainer class that runs it and that class's epochs and
+iterations (:class:`Schedule`), the pretraining settings, and a cost model for ``--dry-run``. The ``short`` budget
+gives every trainer the same **measured CPU-seconds of training**, not the same steps: a small ViT step costs a
+fraction of a CNN step, so equal steps would stop the ViTs long before the CNN has spent its budget. Each run records
+what it really spent (steps, seconds, FLOPs) in ``compute.json``, and the report lists it. The trainer classes live in ``nnssl_trainers`` and are found by nnU-Net through
 ``nnUNet_extTrainer``; ``nnssl`` only names them (it never imports ``nnssl_trainers``).
 """
 from __future__ import annotations
@@ -59,6 +61,7 @@ class PretrainSettings:
     iters_per_epoch: int
     batch_size: int
     lr: float | None = None  # None: nnssl_pretrain's default
+    method_kwargs: tuple[tuple[str, str], ...] = ()  # nnssl_pretrain --method-kwargs
 
     @property
     def steps(self) -> int:
@@ -96,44 +99,68 @@ class CostModel:
 
 
 @dataclass(frozen=True)
-class StudyBudget:
-    """One ``--budget``: trainer classes, their (equal) schedule, the pretraining and the cost model."""
+class Schedule:
+    """How one compared trainer runs at a budget: the nnU-Net trainer class and the epochs x iterations it carries
+    (the class in ``nnssl_trainers`` must agree; a test checks it)."""
 
-    name: str
-    description: str
-    variants: dict[str, str]
+    variant: str
     epochs: int
     iterations_per_epoch: int
-    val_iterations_per_epoch: int
-    pretraining: PretrainSettings
-    cost: CostModel
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def steps(self) -> int:
         return self.epochs * self.iterations_per_epoch
 
+
+@dataclass(frozen=True)
+class StudyBudget:
+    """One ``--budget``: per-trainer schedules, what they hold equal, the pretraining and the cost model.
+
+    Attributes:
+        equal: ``"compute"`` (schedules sized to the same measured training seconds, :attr:`compute_s`) or
+            ``"steps"`` (every trainer the same epochs x iterations).
+        compute_s: training seconds per run every trainer gets, on :attr:`cost`'s device (``equal == "compute"``).
+    """
+
+    name: str
+    description: str
+    schedules: dict[str, Schedule]
+    val_iterations_per_epoch: int
+    pretraining: PretrainSettings
+    cost: CostModel
+    equal: str = "steps"
+    compute_s: float | None = None
+    notes: tuple[str, ...] = field(default=())
+
+    def schedule(self, trainer: str) -> Schedule:
+        """The schedule of ``trainer`` at this budget (did-you-mean error otherwise)."""
+        return self.schedules[look_up_option(trainer, self.schedules, "trainer")]
+
     def variant(self, trainer: str) -> str:
         """The nnU-Net trainer class that runs ``trainer`` at this budget."""
-        return self.variants[look_up_option(trainer, self.variants, "trainer")]
+        return self.schedule(trainer).variant
 
     def run_seconds(self, trainer: StudyTrainer, num_heldout: int, patch: Sequence[int] | None = None) -> float:
         """Estimated wall seconds of one fine-tuning run (training + final validation) at ``patch``."""
-        cost = self.cost
+        cost, schedule = self.cost, self.schedule(trainer.name)
         step = cost.step_s[trainer.family] * cost.scale(patch)
-        validation_steps = self.epochs * self.val_iterations_per_epoch / 2  # forward only: about half a step
-        return (cost.run_overhead_s + (self.steps + validation_steps) * step
+        validation_steps = schedule.epochs * self.val_iterations_per_epoch / 2  # forward only: about half a step
+        return (cost.run_overhead_s + (schedule.steps + validation_steps) * step
                 + num_heldout * cost.case_validation_s[trainer.family] * cost.scale(patch))
 
 
-# Measured on this project's 2-core CPU machine (quiet, one OpenMP thread and one data-augmentation worker per run)
-# with the study phantoms (32x48x48 voxels, 4 x 3 x 3 mm): nnU-Net's PlainConvUNet 0.6 s per iteration (batch 2,
-# augmentation included); a vit_tiny Primus run of 200 iterations 23 s in all, process start and validation included;
-# MAE pretraining of vit_tiny at 32^3 0.015 s per step (10,000 steps in 156 s).
-_CPU_COST = CostModel(step_s={Family.VIT: 0.06, Family.CNN: 0.6}, run_overhead_s=12.0,
-                      case_validation_s={Family.VIT: 0.3, Family.CNN: 1.0}, pretrain_step_s=0.015,
-                      preprocessing_s=30.0, reference_patch=(32, 48, 48), device="cpu",
-                      measured="measured on 2 quiet CPU cores, study phantoms 32x48x48")
+# Measured on this project's 2-core CPU machine, two runs at a time with one OpenMP thread and one data-augmentation
+# worker each, on the study phantoms (32x48x48 voxels, 4 x 3 x 3 mm, batch 2): nnU-Net's PlainConvUNet 2.4 s per
+# iteration, the vit_tiny PrimusSkip 0.34 s; SimMIM pretraining of vit_tiny at 32^3 0.2 s per step. The short budget's
+# schedules (nnssl_trainers/study.py, the same numbers) give both families SHORT_COMPUTE_S of training.
+_CPU_COST = CostModel(step_s={Family.VIT: 0.34, Family.CNN: 2.4}, run_overhead_s=15.0,
+                      case_validation_s={Family.VIT: 2.0, Family.CNN: 4.0}, pretrain_step_s=0.2,
+                      preprocessing_s=60.0, reference_patch=(32, 48, 48), device="cpu",
+                      measured="measured on 2 CPU cores, two runs at a time, study phantoms 32x48x48")
+SHORT_COMPUTE_S = 120.0
+SHORT_CNN = (10, 5)  # epochs, iterations: 50 x 2.4 s
+SHORT_VIT = (20, 18)  # 360 x 0.34 s
+SHORT_PRETRAIN_EPOCHS = 15  # x 100 SimMIM steps
 # Not measured here (no GPU in this project): nnU-Net's documented order of magnitude for 3d_fullres on one modern
 # GPU (about 0.5 s per iteration of 250 per epoch, 1000 epochs ~ 1.5 days) and Primus-S at a similar speed.
 _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=60.0,
@@ -141,29 +168,45 @@ _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=
                       preprocessing_s=1800.0, reference_patch=(128, 128, 128), device="cuda",
                       measured="assumed for one modern GPU (not measured in this project)")
 
+def _equal_steps(variants: dict[str, str], epochs: int, iterations: int) -> dict[str, Schedule]:
+    return {trainer: Schedule(variant, epochs, iterations) for trainer, variant in variants.items()}
+
+
 BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
     StudyBudget(
         name="tiny", description="smoke test of the whole study (tests): 2 epochs x 2 iterations, nothing learns",
-        variants={"SSLViTTrainer": "SSLViTTrainer_tiny", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_tiny",
-                  "nnUNetTrainer": "nnsslUNetTrainer_tiny"},
-        epochs=2, iterations_per_epoch=2, val_iterations_per_epoch=1,
-        pretraining=PretrainSettings("mae", "vit_tiny", epochs=1, iters_per_epoch=2, batch_size=2, lr=1e-3),
+        schedules=_equal_steps({"SSLViTTrainer": "SSLViTTrainer_tiny",
+                                "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_tiny",
+                                "nnUNetTrainer": "nnsslUNetTrainer_tiny"}, 2, 2),
+        val_iterations_per_epoch=1,
+        pretraining=PretrainSettings("simmim", "vit_tiny", epochs=1, iters_per_epoch=2, batch_size=2, lr=1e-3,
+                                     method_kwargs=(("head", "skip"),)),
         cost=_CPU_COST),
     StudyBudget(
-        name="short", description="CPU study on small phantoms: 10 epochs x 20 iterations (batch 2) per run",
-        variants={"SSLViTTrainer": "SSLViTTrainer_study", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch_study",
-                  "nnUNetTrainer": "nnsslUNetTrainer_study"},
-        epochs=10, iterations_per_epoch=20, val_iterations_per_epoch=2,
-        pretraining=PretrainSettings("mae", "vit_tiny", epochs=100, iters_per_epoch=100, batch_size=2, lr=1e-3),
+        name="short",
+        description=f"CPU study on small phantoms at equal compute: about {SHORT_COMPUTE_S:.0f} s of training per run "
+                    "on one CPU thread, whatever the network",
+        schedules={
+            "SSLViTTrainer": Schedule("SSLViTTrainer_study", *SHORT_VIT),
+            "SSLViTTrainer_scratch": Schedule("SSLViTTrainer_scratch_study", *SHORT_VIT),
+            "nnUNetTrainer": Schedule("nnsslUNetTrainer_study", *SHORT_CNN),
+        },
+        val_iterations_per_epoch=2, equal="compute", compute_s=SHORT_COMPUTE_S,
+        pretraining=PretrainSettings("simmim", "vit_tiny", epochs=SHORT_PRETRAIN_EPOCHS, iters_per_epoch=100,
+                                     batch_size=2, lr=1e-3, method_kwargs=(("head", "skip"),)),
         cost=_CPU_COST,
-        notes=("200 steps are far from converged: the study shows the early, label-starved regime",)),
+        notes=(f"equal compute: each trainer's steps = {SHORT_COMPUTE_S:.0f} s / its measured seconds per step "
+               "(each run's compute.json has what it really spent; see the table of every run). nnU-Net's CNN gets "
+               "few steps at this budget: it is the same CPU time, not nnU-Net's default schedule",)),
     StudyBudget(
         name="full", description="GPU study: nnU-Net's 1000 epochs x 250 iterations, Primus-S pretrained 100 x 250",
-        variants={"SSLViTTrainer": "SSLViTTrainer", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch",
-                  "nnUNetTrainer": "nnUNetTrainer"},
-        epochs=1000, iterations_per_epoch=250, val_iterations_per_epoch=50,
-        pretraining=PretrainSettings("mae", "primus_s", epochs=100, iters_per_epoch=250, batch_size=2),
-        cost=_GPU_COST),
+        schedules=_equal_steps({"SSLViTTrainer": "SSLViTTrainer", "SSLViTTrainer_scratch": "SSLViTTrainer_scratch",
+                                "nnUNetTrainer": "nnUNetTrainer"}, 1000, 250),
+        val_iterations_per_epoch=50,
+        pretraining=PretrainSettings("simmim", "primus_s", epochs=100, iters_per_epoch=250, batch_size=2,
+                                     method_kwargs=(("head", "skip"),)),
+        cost=_GPU_COST,
+        notes=("equal steps: on a GPU nnU-Net's CNN and Primus-S cost about the same per step (not measured here)",)),
 )}
 DEFAULT_BUDGET = "short"
 

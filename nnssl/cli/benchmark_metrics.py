@@ -88,16 +88,51 @@ def run_metrics(summary_file: Path, labels: list[int], tolerance_mm: float) -> d
         mean over labels, NaN (JSON null) where nothing was there to segment.
     """
     summary = read_summary(summary_file)
+    pairs = [(Path(e["prediction_file"]), Path(e["reference_file"]), e["metrics"]) for e in summary["metric_per_case"]]
+    return _score_pairs(pairs, labels, tolerance_mm)
+
+
+def folder_metrics(prediction_folder: Path, reference_folder: Path, cases: list[str], labels: list[int],
+                   tolerance_mm: float) -> dict[str, Any]:
+    """:func:`run_metrics` for predictions nnU-Net did not score (e.g. ``nnUNetv2_predict --disable_tta``): the
+    Dice is computed here with nnU-Net's convention (NaN when both masks are empty).
+
+    Raises:
+        NnsslError: a case's prediction is missing.
+    """
+    reference_files = {p.name.removesuffix(file_ending_of(p)): p for p in Path(reference_folder).iterdir()}
+    pairs = []
+    for case in cases:
+        reference = reference_files[case]
+        prediction = Path(prediction_folder) / reference.name
+        if not prediction.is_file():
+            raise NnsslError(f"{prediction} is missing; delete {prediction_folder} and rerun nnssl_benchmark")
+        pairs.append((prediction, reference, None))
+    return _score_pairs(pairs, labels, tolerance_mm)
+
+
+def dice_score(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """2|A∩B| / (|A| + |B|) of two boolean masks; NaN when both are empty (nnU-Net's convention)."""
+    total = int(prediction.sum()) + int(reference.sum())
+    return math.nan if total == 0 else 2.0 * int(np.logical_and(prediction, reference).sum()) / total
+
+
+def _score_pairs(pairs: list[tuple[Path, Path, dict[str, Any] | None]], labels: list[int],
+                 tolerance_mm: float) -> dict[str, Any]:
+    """Metrics of (prediction file, reference file, nnU-Net's per-label metrics or None) pairs."""
     per_case: dict[str, dict[str, float]] = {}
     per_label: dict[str, dict[str, dict[str, float]]] = {}
-    for entry in summary["metric_per_case"]:
-        prediction, spacing = _read_mask(Path(entry["prediction_file"]))
-        reference, _ = _read_mask(Path(entry["reference_file"]))
-        case = Path(entry["reference_file"]).name.removesuffix(file_ending_of(Path(entry["reference_file"])))
+    for prediction_file, reference_file, nnunet_metrics in pairs:
+        prediction, spacing = _read_mask(prediction_file)
+        reference, _ = _read_mask(reference_file)
+        case = reference_file.name.removesuffix(file_ending_of(reference_file))
         scores = {}
         for label in labels:
             nsd, hd95 = surface_metrics(prediction == label, reference == label, spacing, tolerance_mm)
-            dice = entry["metrics"].get(str(label), {}).get("Dice", math.nan)
+            if nnunet_metrics is None:
+                dice = dice_score(prediction == label, reference == label)
+            else:
+                dice = nnunet_metrics.get(str(label), {}).get("Dice", math.nan)
             scores[str(label)] = {"Dice": float(math.nan if dice is None else dice), "NSD": nsd, "HD95": hd95}
         per_label[case] = scores
         per_case[case] = {m: _nanmean([s[m] for s in scores.values()]) for m in METRICS}

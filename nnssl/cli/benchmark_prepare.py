@@ -142,14 +142,19 @@ def settings_differences(settings: PretrainSettings, saved: dict[str, Any] | Non
     wanted = {"epochs": settings.epochs, "iters_per_epoch": settings.iters_per_epoch,
               "batch_size": settings.batch_size, "accumulate": PretrainConfig.accumulate,
               "lr": PretrainConfig.lr if settings.lr is None else settings.lr}
-    return [f"{key} {saved.get(key)} vs {value}" for key, value in wanted.items() if saved.get(key) != value]
+    differences = [f"{key} {saved.get(key)} vs {value}" for key, value in wanted.items() if saved.get(key) != value]
+    saved_kwargs = {str(k): str(v) for k, v in (saved.get("method_kwargs") or {}).items()}
+    if saved_kwargs != dict(settings.method_kwargs):
+        differences.append(f"method_kwargs {saved_kwargs} vs {dict(settings.method_kwargs)}")
+    return differences
 
 
 def pretrain_arguments(settings: PretrainSettings) -> list[str]:
     """The ``nnssl_pretrain`` options of a budget."""
     return ["-m", settings.method, "-e", settings.encoder, "--epochs", str(settings.epochs), "--iters-per-epoch",
             str(settings.iters_per_epoch), "--batch-size", str(settings.batch_size),
-            *([] if settings.lr is None else ["--lr", str(settings.lr)])]
+            *([] if settings.lr is None else ["--lr", str(settings.lr)]),
+            *(["--method-kwargs", *(f"{k}={v}" for k, v in settings.method_kwargs)] if settings.method_kwargs else [])]
 
 
 def downstream_steps(config: StudyConfig, raw_folder: Path, checkpoint: Path) -> list[Step]:

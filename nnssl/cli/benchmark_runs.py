@@ -9,8 +9,13 @@ own command on fold 0 with ``nnUNet_preprocessed``/``nnUNet_results`` pointed at
 
 so the user's own ``splits_final.json`` and results stay untouched. nnU-Net's final validation of fold 0 is the
 evaluation: it predicts exactly the held-out cases (sliding window with mirroring, as ``nnUNetv2_predict`` does) and
-scores them with nnU-Net's evaluator. The result file is written last and atomically, so a killed run leaves none
-and the next invocation continues it from nnU-Net's ``checkpoint_latest.pth`` (``--c``).
+scores them with nnU-Net's evaluator. A second prediction without test-time mirroring,
+
+    nnUNetv2_predict -i <held-out images> -o fold_0/validation_no_tta ... -f 0 --disable_tta -chk checkpoint_final.pth
+
+gives the metrics without TTA (mirroring averages away an under-trained model's errors, and its successes). The result
+file is written last and atomically, so a killed run leaves none and the next invocation continues it from nnU-Net's
+``checkpoint_latest.pth`` (``--c``).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nnssl.cli.benchmark_commands import Executor
-from nnssl.cli.benchmark_metrics import run_metrics, to_json_safe
+from nnssl.cli.benchmark_metrics import folder_metrics, run_metrics, to_json_safe
 from nnssl.cli.benchmark_prepare import nnunet_dataset_id
 from nnssl.cli.benchmark_study import (
     CHECKPOINT_FINAL,
@@ -36,14 +41,18 @@ from nnssl.cli.benchmark_study import (
 )
 from nnssl.cli.benchmark_subsets import label_count_name
 from nnssl.config.plans import write_json_atomic
-from nnssl.data.raw_dataset import load_dataset_json
+from nnssl.data.raw_dataset import list_raw_cases, load_dataset_json
 from nnssl.errors import NnsslError
 from nnssl.paths import env_folder
 
 SPLITS_FILE = "splits_final.json"
 NNUNET_PLANS_COPY = "plans.json"  # what nnU-Net writes beside the folds: the plans the run really used
 BACKGROUND = 0
-RESULT_VERSION = 2  # a stored result of another version is rescored from its predictions (no training)
+RESULT_VERSION = 3  # a stored result of another version is rescored from its predictions (no training)
+NO_TTA_FOLDER = "validation_no_tta"
+HELDOUT_IMAGES = "heldout_images"  # links to the held-out cases' raw images, the input of the no-TTA prediction
+GT_FOLDER = "gt_segmentations"  # nnU-Net's copy of the labels in its preprocessed dataset
+COMPUTE_FILE = "compute.json"  # what the run spent (written by the budgeted trainers in nnssl_trainers)
 
 
 def foreground_labels(raw_folder: Path) -> list[int]:
@@ -105,6 +114,36 @@ def train_command(study: Study, run: StudyRun, status: RunStatus) -> list[str]:
     return command
 
 
+def heldout_images(study: Study) -> Path:
+    """``<output>/heldout_images``: links to every channel file of the held-out cases (created once, race-free)."""
+    folder = Path(study.config.output) / HELDOUT_IMAGES
+    folder.mkdir(parents=True, exist_ok=True)
+    by_id = {case.identifier: case for case in list_raw_cases(study.raw_folder)}
+    for identifier in study.heldout:
+        for image in by_id[identifier].files:
+            link = folder / Path(image).name
+            if not link.is_symlink():
+                with contextlib.suppress(FileExistsError):
+                    link.symlink_to(Path(image).resolve())
+    return folder
+
+
+def predict_no_tta_command(study: Study, run: StudyRun) -> list[str]:
+    """``nnUNetv2_predict`` of the held-out cases with the run's final checkpoint and mirroring off."""
+    return ["nnUNetv2_predict", "-i", str(heldout_images(study)), "-o", str(study.model_folder(run) / NO_TTA_FOLDER),
+            "-d", nnunet_dataset_id(study.raw_folder), "-c", CONFIGURATION, "-tr", run.variant, "-p",
+            run.trainer.plans, "-f", str(FOLD), "--disable_tta", "-chk", CHECKPOINT_FINAL, "-device",
+            study.config.device, "-npp", "1", "-nps", "1"]
+
+
+def read_compute(folder: Path) -> dict[str, Any] | None:
+    """The run's ``compute.json`` (steps, training seconds, FLOPs); None when the trainer wrote none."""
+    try:
+        return json.loads((folder / COMPUTE_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def execute_run(study: Study, run: StudyRun, base_env: Mapping[str, str], execute: Executor) -> dict[str, Any]:
     """Train (or continue) and score ``run``; returns its result dict (also written to its result file)."""
     status = study.status(run)
@@ -125,17 +164,26 @@ def execute_run(study: Study, run: StudyRun, base_env: Mapping[str, str], execut
                            study.log_file(run.name))
     folder = study.model_folder(run)
     summary = folder / VALIDATION_SUMMARY
-    metrics = run_metrics(summary, foreground_labels(study.raw_folder), tolerance)
+    labels = foreground_labels(study.raw_folder)
+    metrics = run_metrics(summary, labels, tolerance)
     scored = sorted(metrics["per_case"])
     if scored != sorted(study.heldout):
         raise NnsslError(f"{summary} scores {scored}, not the held-out cases {sorted(study.heldout)}; delete "
                          f"{folder} and rerun nnssl_benchmark")
+    no_tta = folder / NO_TTA_FOLDER
+    ending = load_dataset_json(study.raw_folder)["file_ending"]
+    if not all((no_tta / f"{case}{ending}").is_file() for case in study.heldout):
+        execute(predict_no_tta_command(study, run), subset_environment(study, run, base_env),
+                study.log_file(f"{run.name}__no_tta"))
+    metrics_no_tta = folder_metrics(no_tta, env_folder(NNUNET_PREPROCESSED) / study.dataset_name / GT_FOLDER,
+                                    list(study.heldout), labels, tolerance)
     result = {"version": RESULT_VERSION, "run": run.name, "trainer": run.trainer.name, "variant": run.variant,
               "plans": run.trainer.plans,
               "pretrained": run.trainer.pretrained, "k": label_count_name(run.k), "num_train": len(run.train_cases),
               "repeat": run.repeat, "train_cases": list(run.train_cases), "heldout": list(study.heldout),
               "nsd_tolerance_mm": tolerance, **_network_facts(folder.parent / NNUNET_PLANS_COPY),
-              "wall_s": wall, "resumed": resumed, "model_folder": str(folder), "metrics": metrics}
+              "wall_s": wall, "resumed": resumed, "model_folder": str(folder), "compute": read_compute(folder),
+              "metrics": metrics, "metrics_no_tta": metrics_no_tta}
     result = to_json_safe(result)
     write_json_atomic(result, study.result_file(run))
     return result

@@ -52,6 +52,11 @@ class SSLMethod(nn.Module):
         """Same as :meth:`compute_loss`."""
         return self.compute_loss(x, generator)
 
+    def transferable_decoder(self) -> nn.Module | None:
+        """A decoder that fine-tuning loads along with the encoder (a ``skip`` head), else None."""
+        head = getattr(self, "head", None)
+        return getattr(head, "transferable", None)
+
     def config(self) -> dict[str, Any]:
         """``{"name", "class", "kwargs"}`` (plain types, encoder excluded); ``build_method`` rebuilds it."""
         cls = type(self)

@@ -70,7 +70,7 @@ class DAE(SSLMethod):
     def compute_loss(self, x: torch.Tensor, generator: torch.Generator | None = None) -> MethodOutput:
         """x (B, C, D, H, W) -> reconstruction error of the clean x from its disrupted copy."""
         corrupted = self.disrupt(x, generator)  # (B, C, D, H, W)
-        pred = self.head(self.encoder.forward_features(corrupted)).float()  # (B, C, D, H, W)
+        pred = self.head(self.encoder.forward_features(corrupted), corrupted).float()  # (B, C, D, H, W)
         loss = masked_reconstruction_loss(pred, x, None, self.loss_kind)
         return MethodOutput(loss=loss, parts={"reconstruction": loss.detach()},
                             previews=detached_previews(x, corrupted, pred, x))

@@ -43,9 +43,9 @@ class SimMIM(SSLMethod):
         grid, token = self.encoder.grid_size, self.encoder.token_size
         mask = random_token_mask(x.shape[0], grid, self.mask_ratio, generator, x.device, self.block_size)  # (B, N)
         tokens = self.encoder.forward_features(x, mask, self.mask_token)  # (B, N, E)
-        pred = self.head(tokens).float()  # (B, C, D, H, W)
         hidden = tokens_to_voxel_mask(mask, grid, token)  # (B, 1, D, H, W)
+        corrupted = x.masked_fill(hidden, 0.0)  # (B, C, D, H, W): what the skip head's image path sees
+        pred = self.head(tokens, corrupted).float()  # (B, C, D, H, W)
         loss = masked_reconstruction_loss(pred, x, hidden, ReconstructionLoss.L1)
-        corrupted = x.masked_fill(hidden, 0.0)  # (B, C, D, H, W)
         return MethodOutput(loss=loss, parts={"reconstruction": loss.detach()},
                             previews=detached_previews(x, corrupted, torch.where(hidden, pred, x), x))

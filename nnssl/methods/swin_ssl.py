@@ -76,7 +76,7 @@ class SwinSSL(SSLMethod):
         corrupted, dropped = drop_regions(views, self.num_regions, self.region_min, self.region_max, generator)
         tokens = self.encoder.forward_features(corrupted)  # (2B, N, E)
         pooled = tokens.mean(dim=1)  # (2B, E)
-        recon = self.head(tokens).float()  # (2B, C, D, H, W)
+        recon = self.head(tokens, corrupted).float()  # (2B, C, D, H, W)
         embeddings = self.contrastive_head(pooled)  # (2B, F)
         parts = {
             "inpaint": masked_reconstruction_loss(recon, views, dropped, ReconstructionLoss.L1),

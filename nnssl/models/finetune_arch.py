@@ -3,8 +3,9 @@
 ``nnssl_transfer_plans`` writes this into ``nnsslPlans.json`` and the trainers in ``nnssl_trainers`` write it into the
 plans they save when started on ``nnUNetPlans``; both call :func:`finetune_architecture`, so the two agree.
 
-- ViT encoders -> DNA ``Primus`` (Isensee et al. 2025, https://arxiv.org/abs/2503.01835): the encoder's
-  ``down_projection.*`` / ``eva.*`` keys load 1:1, ``up_projection`` is the new decoder.
+- ViT encoders -> :class:`~nnssl.models.primus_skip.PrimusSkip` (default): DNA ``Primus`` (Isensee et al. 2025,
+  https://arxiv.org/abs/2503.01835) whose token-only decoder is replaced by a convolutional skip decoder; or DNA
+  ``Primus`` itself (``vit_decoder="patch"``). The encoder's ``down_projection.*`` / ``eva.*`` keys load 1:1 into both.
 - Swin encoders -> MONAI ``SwinUNETR`` (Hatamizadeh et al. 2022, https://arxiv.org/abs/2201.01266): the encoder loads
   under ``swinViT.``, the convolutional UNETR decoder is new.
 
@@ -18,15 +19,28 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nnssl.config.enums import look_up_option
+from nnssl.config.enums import StrEnum, look_up_option
+from nnssl.models.decoders.skip_decoder import SKIP_CHANNELS
 from nnssl.models.encoders import swin as swin_encoders
 from nnssl.models.encoders import vit as vit_encoders
 from nnssl.models.registry import encoder_entry
 
 PRIMUS_CLASS = "dynamic_network_architectures.architectures.primus.Primus"
+PRIMUS_SKIP_CLASS = "nnssl.models.primus_skip.PrimusSkip"
 SWIN_UNETR_CLASS = "monai.networks.nets.swin_unetr.SwinUNETR"
 # Stochastic depth while fine-tuning, as nnU-Net's Primus trainers use it.
 FINETUNE_DROP_PATH_RATE = 0.2
+
+
+class ViTDecoder(StrEnum):
+    """Decoder of the ViT fine-tuning network: ``skip`` (:class:`~nnssl.models.primus_skip.PrimusSkip`, convolutional
+    skip path from the image) or ``patch`` (DNA ``Primus``' ``PatchDecode``, tokens only)."""
+
+    SKIP = "skip"
+    PATCH = "patch"
+
+
+DEFAULT_VIT_DECODER = ViTDecoder.SKIP
 
 
 @dataclass(frozen=True)
@@ -53,11 +67,11 @@ class FinetuneArchitecture:
                 "_kw_requires_import": []}
 
 
-_BUILDERS: dict[str, Callable[[dict[str, Any], float], FinetuneArchitecture]] = {}
+_BUILDERS: dict[str, Callable[[dict[str, Any], float, ViTDecoder], FinetuneArchitecture]] = {}
 
 
 def _register(encoder_class: type) -> Callable:
-    def decorator(fn: Callable[[dict[str, Any], float], FinetuneArchitecture]) -> Callable:
+    def decorator(fn: Callable[[dict[str, Any], float, ViTDecoder], FinetuneArchitecture]) -> Callable:
         _BUILDERS[f"{encoder_class.__module__}.{encoder_class.__qualname__}"] = fn
         return fn
 
@@ -71,7 +85,7 @@ def _kwargs_with_defaults(encoder_config: dict[str, Any]) -> dict[str, Any]:
 
 
 @_register(vit_encoders.ViTEncoder)
-def _primus(encoder_config: dict[str, Any], drop_path_rate: float) -> FinetuneArchitecture:
+def _primus(encoder_config: dict[str, Any], drop_path_rate: float, decoder: ViTDecoder) -> FinetuneArchitecture:
     kw = _kwargs_with_defaults(encoder_config)
     token_size = [int(t) for t in kw.get("token_size", vit_encoders.TOKEN_SIZE)]
     arch = {
@@ -87,11 +101,15 @@ def _primus(encoder_config: dict[str, Any], drop_path_rate: float) -> FinetuneAr
         "init_values": kw.get("init_values"),
         "scale_attn_inner": bool(kw.get("scale_attn_inner", False)),
     }
-    return FinetuneArchitecture("vit", PRIMUS_CLASS, arch, tuple(token_size), arch["eva_depth"])  # type: ignore
+    network = PRIMUS_CLASS
+    if decoder == ViTDecoder.SKIP:
+        network = PRIMUS_SKIP_CLASS
+        arch["skip_channels"] = [int(c) for c in SKIP_CHANNELS]
+    return FinetuneArchitecture("vit", network, arch, tuple(token_size), arch["eva_depth"])  # type: ignore
 
 
 @_register(swin_encoders.SwinEncoder)
-def _swin_unetr(encoder_config: dict[str, Any], drop_path_rate: float) -> FinetuneArchitecture:
+def _swin_unetr(encoder_config: dict[str, Any], drop_path_rate: float, decoder: ViTDecoder) -> FinetuneArchitecture:
     kw = _kwargs_with_defaults(encoder_config)
     depths = [int(d) for d in kw.get("depths", swin_encoders.SWIN_UNETR_DEPTHS)]
     stem_patch = int(kw.get("stem_patch", swin_encoders.SWIN_UNETR_STEM_PATCH))
@@ -108,15 +126,18 @@ def _swin_unetr(encoder_config: dict[str, Any], drop_path_rate: float) -> Finetu
     return FinetuneArchitecture("swin", SWIN_UNETR_CLASS, arch, (stride,) * 3, len(depths))  # type: ignore
 
 
-def finetune_architecture(encoder_config: dict[str, Any],
-                          drop_path_rate: float = FINETUNE_DROP_PATH_RATE) -> FinetuneArchitecture:
+def finetune_architecture(encoder_config: dict[str, Any], drop_path_rate: float = FINETUNE_DROP_PATH_RATE,
+                          vit_decoder: ViTDecoder | str = DEFAULT_VIT_DECODER) -> FinetuneArchitecture:
     """The fine-tuning network for an encoder config ``{"name", "class", "kwargs"}`` (from a checkpoint header).
+
+    ``vit_decoder`` picks the ViT network's decoder (see :class:`ViTDecoder`); Swin always gets Swin-UNETR's.
 
     Raises:
         NnsslError: the encoder class has no fine-tuning network (names the known ones).
     """
     key = look_up_option(str(encoder_config.get("class")), sorted(_BUILDERS), "encoder class for fine-tuning")
-    return _BUILDERS[key](encoder_config, drop_path_rate)
+    decoder = ViTDecoder(look_up_option(str(vit_decoder), list(ViTDecoder), "ViT decoder"))
+    return _BUILDERS[key](encoder_config, drop_path_rate, decoder)
 
 
 def cap_patch_to_median(patch_size: Sequence[int], median_shape: Sequence[float],

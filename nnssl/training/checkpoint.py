@@ -7,6 +7,7 @@ Layout (``format_version`` 1)::
                 "plans": Plans.to_dict(), "transfer": {"encoder_prefix", "stem_keys", "pos_embed_key"},
                 "patch_size": [z, y, x], "token_size": [...], "num_input_channels": int},
      "encoder_state_dict": {...},   # the encoder module's own state_dict: the key fine-tuning reads
+     "decoder_state_dict": {...} | None,   # a SkipDecoder head (fine-tuning loads it too), else None / absent
      "model_state_dict": {...}, "optimizer_state_dict": {...}, "scheduler_state_dict": {...},
      "scaler_state_dict": {...} | None, "epoch": int, "rng_state": {...}, "history": {...}}
 
@@ -126,6 +127,12 @@ def load_pretrained_encoder(path: Path, map_location: str | torch.device = "cpu"
     """
     checkpoint = load_checkpoint(path, map_location=map_location)
     return checkpoint["header"], checkpoint["encoder_state_dict"]
+
+
+def pretrained_decoder_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The transferable decoder's state dict of a loaded checkpoint ({} when the method had none)."""
+    state = checkpoint.get("decoder_state_dict")
+    return dict(state) if isinstance(state, dict) else {}
 
 
 def capture_rng_state() -> dict[str, Any]:

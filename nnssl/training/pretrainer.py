@@ -206,7 +206,9 @@ class Pretrainer:
         header = build_header(self.method.config(), encoder.config(), self.plans.to_dict(),
                               encoder.transfer.to_dict(), self.patch_size, encoder.token_size,
                               self.plans.num_input_channels)
+        decoder = self.method.transferable_decoder()
         return {"format_version": FORMAT_VERSION, "header": header, "encoder_state_dict": encoder.state_dict(),
+                "decoder_state_dict": decoder.state_dict() if decoder is not None else None,
                 "model_state_dict": self.method.state_dict(), "optimizer_state_dict": self.optimizer.state_dict(),
                 "scheduler_state_dict": self.scheduler.state_dict(), "scaler_state_dict": None,
                 "epoch": epochs_done, "rng_state": {**rng_states[0], "per_rank": rng_states},

@@ -22,10 +22,16 @@ from nnssl_trainers.short import (
 )
 from nnssl_trainers.study import SSLViTTrainer_scratch_study, SSLViTTrainer_study, nnsslUNetTrainer_study
 from nnssl_trainers.swin import SSLSwinTrainer, SSLSwinTrainer_scratch
-from nnssl_trainers.vit import SSLViTTrainer, SSLViTTrainer_scratch
+from nnssl_trainers.vit import (
+    SSLViTTrainer,
+    SSLViTTrainer_patchdecode,
+    SSLViTTrainer_patchdecode_scratch,
+    SSLViTTrainer_scratch,
+)
 
 __all__ = [
     "SSLViTTrainer", "SSLViTTrainer_scratch", "SSLSwinTrainer", "SSLSwinTrainer_scratch",
+    "SSLViTTrainer_patchdecode", "SSLViTTrainer_patchdecode_scratch",
     "SSLViTTrainer_short", "SSLViTTrainer_scratch_short", "SSLViTTrainer_tiny", "SSLViTTrainer_scratch_tiny",
     "SSLSwinTrainer_short", "SSLSwinTrainer_scratch_short", "SSLSwinTrainer_tiny", "SSLSwinTrainer_scratch_tiny",
     "nnsslUNetTrainer_short", "nnsslUNetTrainer_tiny",

@@ -6,6 +6,7 @@ The fast tests replace the subprocesses with :class:`FakeCommands`, which writes
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ LABELED, UNLABELED = "Dataset501_Tiny", "Dataset500_Unlabeled"
 SHAPE = (8, 12, 12)
 TUMOUR_SIDES = (0, 2, 3, 4, 5, 6, 7)  # one tumour-free case
 TRAIN = "nnUNetv2_train"
+PREDICT = "nnUNetv2_predict"
 NNUNET_PATCH, GRID_PATCH = (8, 12, 12), (8, 16, 16)  # nnU-Net's plan; on the ViT's 8-voxel token grid
 E2E_BUDGET_S = 900  # hang guard, not a speed target: a loaded 2-core machine is slow
 
@@ -97,13 +99,15 @@ class FakeCommands:
             self._cases(self.folders["nnssl_preprocessed"] / UNLABELED / "nnsslPlans_3d", ["u0"])
             (self.folders["nnssl_preprocessed"] / UNLABELED / "nnsslPlans.json").write_text("{}")
         elif name == "nnssl_pretrain":
-            run = self.folders["nnssl_results"] / UNLABELED / "mae__vit_tiny__nnsslPlans"
+            options = dict(zip(command[1::2], command[2::2], strict=False))  # what nnssl_pretrain saves
+            run = self.folders["nnssl_results"] / UNLABELED / f"{options['-m']}__vit_tiny__nnsslPlans"
             run.mkdir(parents=True, exist_ok=True)
             (run / "checkpoint_final.pth").write_bytes(b"weights")
-            options = dict(zip(command[1::2], command[2::2], strict=False))  # what nnssl_pretrain saves
+            after = command[command.index("--method-kwargs") + 1:] if "--method-kwargs" in command else []
+            kwargs = list(itertools.takewhile(lambda arg: "=" in arg, after))
             saved = {"epochs": int(options["--epochs"]), "iters_per_epoch": int(options["--iters-per-epoch"]),
                      "batch_size": int(options["--batch-size"]), "accumulate": 1,
-                     "lr": float(options.get("--lr", 1e-4))}
+                     "lr": float(options.get("--lr", 1e-4)), "method_kwargs": dict(kv.split("=") for kv in kwargs)}
             (run / "pretrain_config.json").write_text(json.dumps(saved))
         elif name == "nnUNetv2_plan_and_preprocess":
             self._cases(pre / "nnUNetPlans_3d_fullres", ids)
@@ -122,6 +126,12 @@ class FakeCommands:
             self._cases(pre / "nnsslPlans_3d_fullres", ids)
         elif name == TRAIN:
             self._train(command, env, number)
+        elif name == PREDICT:  # the no-TTA prediction: perfect as well
+            output = Path(command[command.index("-o") + 1])
+            for image in Path(command[command.index("-i") + 1]).iterdir():
+                case = image.name.removesuffix("_0000.nii.gz")
+                reference = Path(env["nnUNet_preprocessed"]) / LABELED / "gt_segmentations" / f"{case}.nii.gz"
+                _write(sitk.GetArrayFromImage(sitk.ReadImage(str(reference))), output / f"{case}.nii.gz")
         return 1.0
 
     @staticmethod
@@ -186,11 +196,15 @@ def test_finished_runs_are_reused(datasets: dict[str, Path], tmp_path: Path) -> 
     assert [c[0] for c in fake.calls[:4]] == ["nnssl_plan_and_preprocess", "nnssl_pretrain",
                                               "nnUNetv2_plan_and_preprocess", "nnssl_transfer_plans"]
     assert len(fake.train_calls) == 6 and not any("--c" in c or "--val" in c for c in fake.train_calls)
+    predictions = [c for c in fake.calls if c[0] == PREDICT]
+    assert len(predictions) == 6 and all("--disable_tta" in c and "checkpoint_final.pth" in c for c in predictions)
     results = json.loads((report.parent / "results.json").read_text())
     heldout = json.loads((report.parent / STUDY_FILE).read_text())["heldout"]
     for run in results["runs"]:
         assert not set(run["train_cases"]) & set(heldout) and sorted(run["metrics"]["per_case"]) == heldout
         assert run["metrics"]["mean"]["Dice"] == 1.0 or run["metrics"]["cases_scored"]["Dice"] == 0
+        assert run["metrics_no_tta"]["mean"]["Dice"] == run["metrics"]["mean"]["Dice"]  # both perfect here
+        assert sorted(run["metrics_no_tta"]["per_case"]) == heldout
     assert "| SSLViTTrainer |" in report.read_text()
 
     again = FakeCommands(datasets)
@@ -223,7 +237,7 @@ def test_killed_run_continues_and_others_are_kept(datasets: dict[str, Path], tmp
 
     resumed = FakeCommands(datasets)
     run_benchmark(config, execute=resumed)
-    assert [c[0] for c in resumed.calls] == [TRAIN] * 5  # preparation reused, first run reused
+    assert [c[0] for c in resumed.calls] == [TRAIN, PREDICT] * 5  # preparation reused, first run reused
     assert resumed.train_calls[0] == [*killed.train_calls[1], "--c"]
     assert not any("--c" in c for c in resumed.train_calls[1:])
 
@@ -335,8 +349,13 @@ def test_tiny_study_end_to_end_with_the_real_commands(nnssl_env: dict[str, Path]
         assert sorted(run["metrics"]["per_case"]) == results["study"]["heldout"] and len(run["train_cases"]) == 2
     report = (output / "report.md").read_text()
     assert "Pretraining saw the held-out images: **no" in report and (output / "label_efficiency.png").is_file()
-    logs = list((output / "logs").glob("k002_r0__*.log"))
+    logs = [log for log in (output / "logs").glob("k002_r0__*.log") if not log.name.endswith("__no_tta.log")]
     assert len(logs) == 3 and all(log.read_text().count(f"$ {TRAIN}") == 1 for log in logs)
+    no_tta = list((output / "logs").glob("k002_r0__*__no_tta.log"))
+    assert len(no_tta) == 3 and all(log.read_text().count(f"$ {PREDICT}") == 1 for log in no_tta)
+    for run in results["runs"]:
+        assert run["compute"]["steps"] == 4 and run["compute"]["flops_per_step"] > 0  # the trainers' compute.json
+        assert sorted(run["metrics_no_tta"]["per_case"]) == results["study"]["heldout"]
     rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=E2E_BUDGET_S)
     assert rerun.returncode == 0 and "reusing the finished pretraining" in rerun.stdout
     assert all(log.read_text().count(f"$ {TRAIN}") == 1 for log in logs)  # nothing retrained

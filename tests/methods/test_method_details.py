@@ -114,3 +114,26 @@ def test_swin_ssl_parts_and_refusal_of_non_square_plane() -> None:
     torch.testing.assert_close(out.loss.detach(), out.parts["inpaint"] + 2 * out.parts["contrastive"])
     with pytest.raises(NnsslError, match="H == W"):
         build_method("swin_ssl", build_encoder("vit_tiny", 1, (32, 32, 64)))
+
+
+@pytest.mark.parametrize("method", ["simmim", "dae"])
+def test_skip_head_is_the_finetuning_decoder_and_sees_the_corrupted_image(method: str) -> None:
+    from nnssl.methods.registry import build_method
+    from nnssl.models.decoders.skip_decoder import SkipDecoder
+    from nnssl.models.registry import build_encoder
+
+    torch.manual_seed(0)
+    model = build_method(method, build_encoder("vit_tiny", 1, (32, 32, 32)), head="skip")
+    assert isinstance(model.transferable_decoder(), SkipDecoder)
+    x = torch.randn(2, 1, 32, 32, 32)
+    seen = {}
+
+    def record(module: torch.nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen["image"] = args[0]
+
+    model.head.proj.image_path[0].register_forward_hook(record)
+    output = model.compute_loss(x, torch.Generator().manual_seed(0))
+    output.loss.backward()
+    assert torch.equal(seen["image"], output.previews["corrupted"])  # never the clean image: nothing leaks
+    assert model.head.proj.image_path[0].conv.weight.grad.abs().sum() > 0
+    assert build_method(method, build_encoder("vit_tiny", 1, (32, 32, 32))).transferable_decoder() is None

@@ -7,6 +7,7 @@ import torch
 
 from nnssl.config.enums import Normalization
 from nnssl.config.plans import IntensityStats, Plans
+from nnssl.models.decoders.skip_decoder import SkipDecoder
 from nnssl.models.registry import build_encoder
 from nnssl.training.checkpoint import CHECKPOINT_FINAL, FORMAT_VERSION, build_header, save_checkpoint
 
@@ -26,15 +27,20 @@ def pretraining_plans(patch_size: tuple[int, int, int], spacing: tuple[float, fl
 
 def write_fake_checkpoint(path: Path, encoder: str = "vit_tiny", patch_size: tuple[int, int, int] = (32, 64, 64),
                           spacing: tuple[float, float, float] = (2.0, 1.0, 1.0), in_channels: int = 1,
-                          seed: int = 0) -> dict[str, torch.Tensor]:
-    """Save a format-1 nnssl checkpoint with a randomly initialized ``encoder``; returns its encoder state dict."""
+                          seed: int = 0, with_skip_decoder: bool = False) -> dict[str, torch.Tensor]:
+    """Save a format-1 nnssl checkpoint with a randomly initialized ``encoder`` (and, with ``with_skip_decoder``, the
+    ``SkipDecoder`` head of ``simmim head=skip``); returns its encoder state dict."""
     torch.manual_seed(seed)
     module = build_encoder(encoder, in_channels, patch_size)
     plans = pretraining_plans(patch_size, spacing, in_channels)
     header = build_header(METHOD, module.config(), plans.to_dict(), module.transfer.to_dict(), patch_size,
                           module.token_size, in_channels)
     state = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    save_checkpoint({"format_version": FORMAT_VERSION, "header": header, "encoder_state_dict": state}, Path(path))
+    checkpoint = {"format_version": FORMAT_VERSION, "header": header, "encoder_state_dict": state}
+    if with_skip_decoder:
+        decoder = SkipDecoder(in_channels, module.embed_dim, module.token_size, in_channels)
+        checkpoint["decoder_state_dict"] = {k: v.detach().clone() for k, v in decoder.state_dict().items()}
+    save_checkpoint(checkpoint, Path(path))
     return state
 
 

@@ -22,9 +22,22 @@ def test_stages_decoder_first_then_linear_warmup_then_poly() -> None:
     decoder = [schedule.factor(e, is_encoder=False) for e in range(10)]
     assert encoder[:2] == [0.0, 0.0]  # stage 1: encoder frozen in effect
     assert decoder[:2] == [0.5, 1.0]  # decoder warms up alone
-    assert encoder[2:6] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # stage 2: everything warms up linearly
-    assert decoder[2:6] == encoder[2:6]
+    assert encoder[2:6] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # stage 2: the encoder warms up linearly
+    assert decoder[2:7] == [1.0] * 5  # the decoder, warmed up in stage 1, stays at its peak (never restarts)
     assert encoder[6] == pytest.approx(1.0) and encoder[6] > encoder[7] > encoder[8] > encoder[9] > 0  # poly decay
+    assert decoder[6:] == encoder[6:]
+
+
+def test_decoder_warms_up_with_the_encoder_without_a_decoder_stage() -> None:
+    schedule = FineTuneSchedule(num_epochs=10, decoder_warmup_epochs=0, warmup_epochs=4)
+    decoder = [schedule.factor(e, is_encoder=False) for e in range(4)]
+    assert decoder == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_decoder_lr_never_drops_at_the_stage_boundary_of_nnunets_schedule() -> None:
+    schedule = FineTuneSchedule.for_budget(1000)  # 50 decoder epochs, then 100 warm-up epochs
+    decoder = [schedule.factor(e, is_encoder=False) for e in range(1000)]
+    assert all(later <= earlier for earlier, later in zip(decoder[49:], decoder[50:], strict=False))  # monotone
 
 
 def test_for_budget_fits_short_schedules() -> None:

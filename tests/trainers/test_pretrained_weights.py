@@ -37,7 +37,8 @@ def _network(block: PretrainedBlock, patch: tuple[int, int, int] = PATCH, in_cha
     arch = finetune_architecture(block.encoder)
     kwargs = {**arch.arch_kwargs, **overrides}
     trainer = TRAINER[block.encoder_name]
-    return trainer.build_network(kwargs, patch, in_channels, NUM_CLASSES)
+    return trainer.build_network(trainer.network_classes[arch.network_class_name], kwargs, patch, in_channels,
+                                 NUM_CLASSES)
 
 
 @pytest.mark.parametrize("encoder", sorted(TRAINER))
@@ -140,3 +141,31 @@ def test_header_mismatch_and_too_few_weights(tmp_path: Path, fake_pretraining: M
     deeper = _network(block, eva_depth=4)  # twice the blocks: half of the encoder has no pretrained weights
     with pytest.raises(NnsslError, match=f"need {MIN_LOADED_FRACTION:.0%}"):
         load_encoder_into(deeper, block, torch.device("cpu"), SSLViTTrainer.encoder_prefixes(deeper), PATCH)
+
+
+def test_pretrained_skip_decoder_loads_all_but_its_output_layer(tmp_path: Path,
+                                                                 fake_pretraining: ModuleType) -> None:
+    state = fake_pretraining.write_fake_checkpoint(tmp_path / "ckpt.pth", "vit_tiny", patch_size=PATCH,
+                                                   with_skip_decoder=True)
+    decoder = torch.load(tmp_path / "ckpt.pth", weights_only=True)["decoder_state_dict"]
+    block = _block(tmp_path / "ckpt.pth")
+    network = _network(block)
+    report = load_encoder_into(network, block, torch.device("cpu"), SSLViTTrainer.encoder_prefixes(network), PATCH)
+    after = network.state_dict()
+    body = {k: v for k, v in decoder.items() if not k.startswith("head.")}
+    assert body and all(torch.equal(after[f"decoder.{k}"], v) for k, v in body.items())
+    assert after["decoder.head.weight"].shape[0] == NUM_CLASSES  # the classes' layer stays new
+    assert sorted(report.decoder_loaded) == sorted(f"decoder.{k}" for k in body)
+    assert all(torch.equal(after[k], v) for k, v in state.items())
+
+
+def test_patch_decode_network_ignores_a_pretrained_skip_decoder(tmp_path: Path,
+                                                                fake_pretraining: ModuleType) -> None:
+    fake_pretraining.write_fake_checkpoint(tmp_path / "ckpt.pth", "vit_tiny", patch_size=PATCH,
+                                           with_skip_decoder=True)
+    block = _block(tmp_path / "ckpt.pth")
+    arch = finetune_architecture(block.encoder, vit_decoder="patch")
+    network = SSLViTTrainer.build_network(SSLViTTrainer.network_classes[arch.network_class_name],
+                                          dict(arch.arch_kwargs), PATCH, 1, NUM_CLASSES)
+    report = load_encoder_into(network, block, torch.device("cpu"), SSLViTTrainer.encoder_prefixes(network), PATCH)
+    assert report.loaded_fraction == 1.0 and not report.decoder_loaded and not report.unexpected

@@ -234,7 +234,7 @@ def test_pretrained_weights_flag_keeps_the_loaded_network(nnunet_env: dict[str, 
     fresh.load_pretrained_weights()  # ... also after our own (public) load
     fresh.init_fresh_weights()
     assert fresh.pretrained_report is not None and fresh.pretrained_report.loaded_fraction == 1.0
-    output_bias = fresh.network.up_projection.decode[-1].bias
+    output_bias = fresh.network.decoder.head.bias
     assert torch.allclose(torch.softmax(output_bias, 0)[1], torch.tensor(FOREGROUND_PRIOR))
     assert not torch.equal(fresh.network.state_dict()["eva.blocks.0.attn.proj.weight"],
                            donor_weights["eva.blocks.0.attn.proj.weight"])

@@ -46,7 +46,7 @@ def test_configuration_matches_pretraining(encoder: str, expected_patch: list[in
     assert conf["normalization_schemes"] == ["CTNormalization"]
     stats = plans["foreground_intensity_properties_per_channel"]["0"]
     assert stats["mean"] == fake_pretraining.BODY_STATS.mean and stats["percentile_99_5"] == 700.0
-    assert conf["architecture"]["network_class_name"].endswith("Primus" if encoder == "vit_tiny" else "SwinUNETR")
+    assert conf["architecture"]["network_class_name"].endswith("PrimusSkip" if encoder == "vit_tiny" else "SwinUNETR")
     block = PretrainedBlock.from_dict(conf[PRETRAINED_KEY], "test")
     assert block.sha256 == file_sha256(path) and block.encoder_name == encoder
     assert any("spacing" in n for n in notes)
