@@ -19,14 +19,16 @@ from nnssl.models.flops import count_flops
 COMPUTE_FILE = "compute.json"
 
 
-def training_step_flops(network: nn.Module, batch_shape: tuple[int, ...], device: torch.device) -> int:
-    """FLOPs of one forward + backward pass of ``network`` on a zero batch ``(B, C, D, H, W)``.
+def training_step_flops(network: nn.Module, batch_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward + backward pass of ``network`` on a batch ``(B, C, D, H, W)``.
 
-    Counted on a copy, so the network's gradients and state stay untouched. Deep-supervision outputs (a list) are
-    summed, so every head's backward is counted.
+    Counted on a copy on the ``meta`` device: shapes only, no memory and no arithmetic, and the network's gradients
+    and state stay untouched. Deep-supervision outputs (a list) are summed, so every head's backward is counted.
     """
-    replica = copy.deepcopy(network).to(device).train()
-    batch = torch.zeros(batch_shape, device=device)
+    network = getattr(network, "module", network)  # DistributedDataParallel
+    network = getattr(network, "_orig_mod", network)  # torch.compile keeps the original module here
+    replica = copy.deepcopy(network).to("meta").train()
+    batch = torch.zeros(batch_shape, device="meta")
 
     def step() -> torch.Tensor:
         output = replica(batch)

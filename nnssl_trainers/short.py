@@ -58,7 +58,7 @@ class _Budgeted:
         super().on_train_start()  # type: ignore[misc]
         trainer: nnUNetTrainer = self  # type: ignore[assignment]
         shape = (trainer.batch_size, trainer.num_input_channels, *trainer.configuration_manager.patch_size)
-        flops = training_step_flops(trainer.network, shape, trainer.device)
+        flops = training_step_flops(trainer.network, shape)
         steps = (self.budget.epochs - trainer.current_epoch) * self.budget.iterations_per_epoch
         self._compute = ComputeRecord(steps, shape, flops, resumed=trainer.current_epoch > 0)
 

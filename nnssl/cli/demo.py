@@ -4,7 +4,7 @@ Steps (each a console command in a subprocess, exactly as a user types it; its o
 
     nnssl_make_phantoms --unlabeled N -d 500 / --labeled M --test K -d 501     # procedural thorax CT
     nnssl_plan_and_preprocess -d 500                                         # pretraining data
-    nnssl_pretrain -d 500 -m mae -e vit_tiny ...                             # short MAE pretraining
+    nnssl_pretrain -d 500 -m simmim -e vit_tiny --method-kwargs head=skip    # short SimMIM pretraining
     nnUNetv2_plan_and_preprocess -d 501 -c 3d_fullres --no_pp                # nnU-Net plans, as usual
     nnssl_transfer_plans -d 501 -pd 500                                      # matched plans + preprocessing
     nnUNetv2_train 501 3d_fullres 0 -tr SSLViTTrainer_short / _scratch_short -p nnsslPlans
@@ -13,8 +13,9 @@ Steps (each a console command in a subprocess, exactly as a user types it; its o
 
 A rerun reuses every step whose final artefact exists (checkpoint_final.pth, summary.json, predictions...). All data
 lives in the output folder: the demo sets the nnssl_* / nnUNet_* folder variables of its commands to
-``<output>/<variable>`` and never touches the folders of your own environment. The budget is tiny (CPU, phantoms): the
-numbers show that the pipeline runs, not that pretraining helps.
+``<output>/<variable>`` and never touches the folders of your own environment. The budget is small (CPU, phantoms, one
+run per trainer): the numbers show that the pipeline runs and that the ViT segments; whether pretraining helps needs
+repeats (``docs/benchmark_phantoms``).
 """
 from __future__ import annotations
 
@@ -75,8 +76,10 @@ class DemoBudget:
     test_cases: int
     shape: tuple[int, int, int]  # voxels per phantom (Z, Y, X)
     spacing_mm: tuple[float, float]  # slice, in-plane
+    tumour_mm: tuple[float, float]  # range of tumour diameters
     patch_size: tuple[int, int, int]  # pretraining = fine-tuning patch (Z, Y, X), multiples of 32
     method: str
+    method_kwargs: tuple[str, ...]  # nnssl_pretrain --method-kwargs
     encoder: str
     pretrain_epochs: int
     pretrain_iterations: int
@@ -88,15 +91,18 @@ class DemoBudget:
 
 
 BUDGETS: dict[str, DemoBudget] = {
-    # 800 MAE steps (~1 min) and 2 x 500 fine-tuning iterations (nnssl_trainers.short.SHORT, ~3.5 min each) on 2 CPU
-    # cores: about 10 min in all, so the demo stays within 15 min on a shared machine.
-    "demo": DemoBudget(unlabeled_cases=24, labeled_cases=10, test_cases=4, shape=(48, 96, 96), spacing_mm=(2.5, 1.5),
-                       patch_size=(32, 64, 64), method="mae", encoder="vit_tiny", pretrain_epochs=16,
-                       pretrain_iterations=50, pretrain_batch_size=2, pretrain_lr=1e-3, pretrain_warmup_epochs=1,
+    # The study phantoms (docs/benchmark_phantoms): 800 SimMIM steps that also pretrain the fine-tuning decoder
+    # (~3 min) and 2 x 500 fine-tuning iterations of the vit_tiny PrimusSkip (nnssl_trainers.short.SHORT, ~2.5 min
+    # each) on 2 CPU cores: about 10 min in all, so the demo stays within 15 min on a shared machine.
+    "demo": DemoBudget(unlabeled_cases=24, labeled_cases=10, test_cases=4, shape=(32, 48, 48), spacing_mm=(4.0, 3.0),
+                       tumour_mm=(15.0, 40.0), patch_size=(32, 32, 32), method="simmim", method_kwargs=("head=skip",),
+                       encoder="vit_tiny", pretrain_epochs=16, pretrain_iterations=50, pretrain_batch_size=2,
+                       pretrain_lr=1e-3, pretrain_warmup_epochs=1,
                        trainer="SSLViTTrainer_short", scratch_trainer="SSLViTTrainer_scratch_short"),
     # Every step once with the fewest cases and steps: the tests' smoke run (a few minutes, mostly process start-up).
     "tiny": DemoBudget(unlabeled_cases=4, labeled_cases=5, test_cases=1, shape=(40, 64, 64), spacing_mm=(2.5, 1.5),
-                       patch_size=(32, 32, 32), method="mae", encoder="vit_tiny", pretrain_epochs=1,
+                       tumour_mm=(15.0, 40.0), patch_size=(32, 32, 32), method="simmim",
+                       method_kwargs=("head=skip",), encoder="vit_tiny", pretrain_epochs=1,
                        pretrain_iterations=2, pretrain_batch_size=1, pretrain_lr=1e-3, pretrain_warmup_epochs=0,
                        trainer="SSLViTTrainer_tiny", scratch_trainer="SSLViTTrainer_scratch_tiny"),
 }
@@ -157,7 +163,7 @@ def resolve_device(device: str) -> str:
 
 def _phantom_args(budget: DemoBudget, seed: int, num_processes: int) -> list[str]:
     return ["--seed", str(seed), "--shape", *map(str, budget.shape), "--spacing", *map(str, budget.spacing_mm),
-            "-np", str(num_processes)]
+            "--tumour-mm", *map(str, budget.tumour_mm), "-np", str(num_processes)]
 
 
 def _has_all_cases(folder: Path, count: int) -> bool:
@@ -187,6 +193,8 @@ def pretraining_steps(layout: DemoLayout, device: str, seed: int, num_processes:
                 "--batch-size", str(b.pretrain_batch_size), "--lr", str(b.pretrain_lr),
                 "--warmup-epochs", str(b.pretrain_warmup_epochs), "--preview-every", "1", "--seed", str(seed),
                 "-np", str(num_processes)]
+    if b.method_kwargs:
+        pretrain += ["--method-kwargs", *b.method_kwargs]
     if (run / CHECKPOINT_LATEST).is_file():
         pretrain.append("--c")  # an interrupted run continues from its last finished epoch
     return [

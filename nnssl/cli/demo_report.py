@@ -39,10 +39,11 @@ PANEL_INCHES = 3.0
 FIGURE_DPI = 100
 FILE_MODE = 0o644
 RECON_GLOB = RECON_PNG.split("{", 1)[0] + "*.png"
-CAVEAT = ("**Read this first.** This is a tiny CPU budget on procedural phantoms (a few minutes of pretraining and "
-          "fine-tuning, a handful of cases). The numbers only show that the whole pipeline runs end to end: they are "
-          "not evidence that pretraining helps, or that it does not; that needs a full budget, several folds and real "
-          "data.")
+CAVEAT = ("**Read this first.** This is a small CPU budget on procedural phantoms (a few minutes of pretraining and "
+          "fine-tuning, a handful of cases, one run per trainer). It shows that the whole pipeline runs end to end "
+          "and that the fine-tuned ViT segments; the difference between pretrained and scratch below is a single run "
+          "each, and run-to-run spread is as large as that difference. The repeated, equal-compute comparison is "
+          "`docs/benchmark_phantoms/report.md`.")
 
 
 @dataclass(frozen=True)
@@ -185,8 +186,12 @@ def dice_table(runs: Sequence[TrainerRun], cases: Sequence[str]) -> list[str]:
     silent = [r for r, s in zip(runs, scored, strict=True) if not any(c.predicted_voxels for c in s[0].values())]
     if silent:
         lines += ["", f"{' and '.join(f'`{r.trainer}`' for r in silent)} predict no tumour voxel in any test case: "
-                  "the model is undertrained at this budget (it learned the background first, as nnU-Net models "
-                  "do); more epochs are needed before the Dice means anything."]
+                  "the model did not learn the tumour at this budget, so its Dice says nothing yet."]
+    if len(runs) == 2 and not any(math.isnan(mean) for _, mean in scored):
+        difference = scored[0][1] - scored[1][1]
+        lines += ["", f"{runs[0].role} − {runs[1].role}: {difference:+.3f} Dice on {len(cases)} test cases, one run "
+                  "each. A single run cannot tell a gain from run-to-run spread; the phantom study repeats each "
+                  "comparison 3 times."]
     return lines
 
 
