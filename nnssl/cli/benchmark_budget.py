@@ -4,8 +4,9 @@ A budget fixes, for every compared trainer, the nnU-Net trainer class that runs 
 iterations (:class:`Schedule`), the pretraining settings, and a cost model for ``--dry-run``. The ``short`` budget
 gives every trainer the same **measured CPU-seconds of training**, not the same steps: a small ViT step costs a
 fraction of a CNN step, so equal steps would stop the ViTs long before the CNN has spent its budget. Each run records
-what it really spent (steps, seconds, FLOPs) in ``compute.json``, and the report lists it. The trainer classes live in ``nnssl_trainers`` and are found by nnU-Net through
-``nnUNet_extTrainer``; ``nnssl`` only names them (it never imports ``nnssl_trainers``).
+what it really spent (steps, seconds, FLOPs) in ``compute.json``, and the report lists it. The trainer classes live in
+``nnssl_trainers`` and are found by nnU-Net through ``nnUNet_extTrainer``; ``nnssl`` only names them (it never imports
+``nnssl_trainers``).
 """
 from __future__ import annotations
 
@@ -158,9 +159,9 @@ _CPU_COST = CostModel(step_s={Family.VIT: 0.34, Family.CNN: 2.4}, run_overhead_s
                       preprocessing_s=60.0, reference_patch=(32, 48, 48), device="cpu",
                       measured="measured on 2 CPU cores, two runs at a time, study phantoms 32x48x48")
 SHORT_COMPUTE_S = 120.0
-SHORT_CNN = (10, 5)  # epochs, iterations: 50 x 2.4 s
-SHORT_VIT = (20, 18)  # 360 x 0.34 s
-SHORT_PRETRAIN_EPOCHS = 15  # x 100 SimMIM steps
+SHORT_CNN = (5, 10)  # epochs, iterations: 50 x 2.4 s
+SHORT_VIT = (18, 20)  # 360 x 0.34 s
+SHORT_PRETRAIN_EPOCHS = 10  # x 100 SimMIM steps, as chosen on the tuning phantoms
 # Not measured here (no GPU in this project): nnU-Net's documented order of magnitude for 3d_fullres on one modern
 # GPU (about 0.5 s per iteration of 250 per epoch, 1000 epochs ~ 1.5 days) and Primus-S at a similar speed.
 _GPU_COST = CostModel(step_s={Family.VIT: 0.5, Family.CNN: 0.5}, run_overhead_s=60.0,
