@@ -196,9 +196,8 @@ def write_report(output: Path, study: dict[str, Any], setup: dict[str, Any], run
     lines = [
         f"# Label-efficiency study: {study['dataset']}", "",
         f"Command: `{setup['command']}`", "",
-        f"- **Budget `{study['budget']}`**: {setup['budget_description']}. Equal {setup.get('equal', 'steps')}"
-        + (f" (about {setup['compute_s']:.0f} s of training per run)" if setup.get("compute_s") else "")
-        + "; the compute table below lists what each trainer really spent.",
+        f"- **Budget `{study['budget']}`** (equal {setup.get('equal', 'steps')}): {setup['budget_description']}; the "
+        "compute table below lists what each trainer really spent.",
         f"- **Pretraining**: {pre.get('config', {}).get('method')} on {pre.get('config', {}).get('encoder')}, "
         f"{pre.get('config', {}).get('epochs')} epochs × {pre.get('config', {}).get('iters_per_epoch')} steps, "
         f"dataset {pre.get('dataset')}, checkpoint sha256 {str(pre.get('sha256', ''))[:12]}. "
