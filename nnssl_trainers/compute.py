@@ -14,9 +14,7 @@ import torch
 from torch import nn
 
 from nnssl.config.plans import write_json_atomic
-from nnssl.models.flops import count_flops
-
-COMPUTE_FILE = "compute.json"
+from nnssl.models.flops import COMPUTE_FILE, count_flops
 
 
 def training_step_flops(network: nn.Module, batch_shape: tuple[int, ...]) -> int:

@@ -118,9 +118,8 @@ class StudyBudget:
     """One ``--budget``: per-trainer schedules, what they hold equal, the pretraining and the cost model.
 
     Attributes:
-        equal: ``"compute"`` (schedules sized to the same measured training seconds, :attr:`compute_s`) or
-            ``"steps"`` (every trainer the same epochs x iterations).
-        compute_s: training seconds per run every trainer gets, on :attr:`cost`'s device (``equal == "compute"``).
+        compute_s: training seconds per run every trainer is planned to get, on :attr:`cost`'s device; None when the
+            schedules are equal steps instead.
     """
 
     name: str
@@ -129,9 +128,13 @@ class StudyBudget:
     val_iterations_per_epoch: int
     pretraining: PretrainSettings
     cost: CostModel
-    equal: str = "steps"
     compute_s: float | None = None
     notes: tuple[str, ...] = field(default=())
+
+    @property
+    def equal(self) -> str:
+        """What the schedules hold equal: ``"compute"`` (sized to :attr:`compute_s`) or ``"steps"``."""
+        return "steps" if self.compute_s is None else "compute"
 
     def schedule(self, trainer: str) -> Schedule:
         """The schedule of ``trainer`` at this budget (did-you-mean error otherwise)."""
@@ -154,11 +157,11 @@ class StudyBudget:
 # data-augmentation worker each, on the study phantoms (32x48x48 voxels, 4 x 3 x 3 mm, batch 2): nnU-Net's
 # PlainConvUNet 2.4 s per iteration, the vit_tiny PrimusSkip 0.34 s; SimMIM pretraining of vit_tiny at 32^3 0.2 s per
 # step. The short budget's schedules (nnssl_trainers/study.py, the same numbers) aim both families at SHORT_COMPUTE_S
-# of training; the committed study measured 0.55 s (ViT) and 3.3 s (CNN) per step, see its compute table.
+# of training; the committed study measured 0.58 s (ViT) and 2.91 s (CNN) per step, see its compute table.
 _CPU_COST = CostModel(step_s={Family.VIT: 0.34, Family.CNN: 2.4}, run_overhead_s=15.0,
                       case_validation_s={Family.VIT: 2.0, Family.CNN: 4.0}, pretrain_step_s=0.2,
                       preprocessing_s=60.0, reference_patch=(32, 48, 48), device="cpu",
-                      measured="measured on 2 CPU cores, two runs at a time, study phantoms 32x48x48")
+                      measured="planned from tuning runs on 2 CPU cores, two runs at a time, study phantoms 32x48x48")
 SHORT_COMPUTE_S = 120.0
 SHORT_CNN = (5, 10)  # epochs, iterations: 50 x 2.4 s
 SHORT_VIT = (18, 20)  # 360 x 0.34 s
@@ -193,7 +196,7 @@ BUDGETS: dict[str, StudyBudget] = {b.name: b for b in (
             "SSLViTTrainer_scratch": Schedule("SSLViTTrainer_scratch_study", *SHORT_VIT),
             "nnUNetTrainer": Schedule("nnsslUNetTrainer_study", *SHORT_CNN),
         },
-        val_iterations_per_epoch=2, equal="compute", compute_s=SHORT_COMPUTE_S,
+        val_iterations_per_epoch=2, compute_s=SHORT_COMPUTE_S,
         pretraining=PretrainSettings("simmim", "vit_tiny", epochs=SHORT_PRETRAIN_EPOCHS, iters_per_epoch=100,
                                      batch_size=2, lr=1e-3, method_kwargs=(("head", "skip"),)),
         cost=_CPU_COST,

@@ -43,6 +43,7 @@ from nnssl.cli.benchmark_subsets import label_count_name
 from nnssl.config.plans import write_json_atomic
 from nnssl.data.raw_dataset import list_raw_cases, load_dataset_json
 from nnssl.errors import NnsslError
+from nnssl.models.flops import COMPUTE_FILE
 from nnssl.paths import env_folder
 
 SPLITS_FILE = "splits_final.json"
@@ -52,7 +53,6 @@ RESULT_VERSION = 3  # a stored result of another version is rescored from its pr
 NO_TTA_FOLDER = "validation_no_tta"
 HELDOUT_IMAGES = "heldout_images"  # links to the held-out cases' raw images, the input of the no-TTA prediction
 GT_FOLDER = "gt_segmentations"  # nnU-Net's copy of the labels in its preprocessed dataset
-COMPUTE_FILE = "compute.json"  # what the run spent (written by the budgeted trainers in nnssl_trainers)
 
 
 def foreground_labels(raw_folder: Path) -> list[int]:

@@ -91,9 +91,9 @@ class DemoBudget:
 
 
 BUDGETS: dict[str, DemoBudget] = {
-    # The study phantoms (docs/benchmark_phantoms): 800 SimMIM steps that also pretrain the fine-tuning decoder
-    # (~3 min) and 2 x 500 fine-tuning iterations of the vit_tiny PrimusSkip (nnssl_trainers.short.SHORT, ~2.5 min
-    # each) on 2 CPU cores: about 10 min in all, so the demo stays within 15 min on a shared machine.
+    # The study phantoms (docs/benchmark_phantoms): 800 SimMIM steps that also pretrain the fine-tuning decoder and
+    # 2 x 500 fine-tuning iterations of the vit_tiny PrimusSkip (nnssl_trainers.short.SHORT). Measured only on a busy
+    # 2-core machine (two other trainings beside it): pretraining 348 s, fine-tunings 351 s and 212 s, 19 min in all.
     "demo": DemoBudget(unlabeled_cases=24, labeled_cases=10, test_cases=4, shape=(32, 48, 48), spacing_mm=(4.0, 3.0),
                        tumour_mm=(15.0, 40.0), patch_size=(32, 32, 32), method="simmim", method_kwargs=("head=skip",),
                        encoder="vit_tiny", pretrain_epochs=16, pretrain_iterations=50, pretrain_batch_size=2,

@@ -7,6 +7,9 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+# What a budgeted fine-tuning run spent (steps, seconds, FLOPs): nnssl_trainers writes it, nnssl_benchmark reads it.
+COMPUTE_FILE = "compute.json"
+
 
 def count_flops(fn: Callable[[], Any], backward: bool = False) -> int:
     """FLOPs PyTorch's ``FlopCounterMode`` counts while ``fn()`` runs (matmuls, convs, attention; 1 MAC = 2 FLOPs).

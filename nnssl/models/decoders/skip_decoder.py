@@ -6,8 +6,8 @@ adds what UNETR (Hatamizadeh et al. 2022, https://arxiv.org/abs/2103.10504) adds
 strided convolutions encode the image at 1/1, 1/2, 1/4 ... of its resolution; the token volume is upsampled level by
 level with transposed convolutions and merged with the image features of the same level.
 
-The same module is the reconstruction head of ``simmim`` with ``head="skip"``, so pretraining trains all of it except
-the last 1x1 convolution (``head``, whose channel count differs), and fine-tuning loads it whole.
+The same module is the reconstruction head of ``simmim`` with ``head="skip"``, so pretraining trains it and
+fine-tuning loads all of it except the last 1x1 convolution (``head``, whose channel count differs).
 """
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ _HE_NEG_SLOPE = 1e-2
 
 
 def level_strides(token_size: Sequence[int]) -> list[tuple[int, int, int]]:
-    """Per-level stride (2 or 1 per axis) of the image path, finest level first, so that the product over levels
-    equals ``token_size``: (8, 8, 8) -> [(1,1,1), (2,2,2), (2,2,2)]; (4, 8, 8) -> [(1,1,1), (1,2,2), (2,2,2)].
+    """Per-level stride (2 or 1 per axis) of the image path, finest level first; the product over levels times the
+    last upsampling from the token grid equals ``token_size``: (8, 8, 8) -> [(1,1,1), (2,2,2), (2,2,2)] and a last
+    upsampling of 2; (4, 8, 8) -> [(1,1,1), (1,2,2), (2,2,2)] and (1, 2, 2).
 
     Raises:
         ValueError: a token axis that is not a power of two.
